@@ -1,0 +1,34 @@
+//! Maps shared by the transition programs.
+//!
+//! Names are part of the userspace contract (`netns_monitor::bpf::maps`); sizes here are defaults that the
+//! loader may override (`EbpfLoader::map_max_entries`), e.g. a tiny ring buffer for the overflow test.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+};
+use netns_monitor_common::{counters::COUNTER_SLOTS, event::TransitionEvent};
+
+/// Events to userspace. 256 KiB holds about 1,600 events: a few milliseconds of a setns storm on one core.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Calls in flight, keyed by thread id: filled at `sys_enter_*` with the caller's namespaces before the call,
+/// completed and emitted at `sys_exit_*`. LRU so that a thread killed inside the syscall cannot leak a slot.
+#[map]
+pub static PENDING: LruHashMap<u32, TransitionEvent> = LruHashMap::with_max_entries(16 * 1024, 0);
+
+/// Self-observation counters, per CPU so the hot path never shares a cache line; indexes in
+/// `netns_monitor_common::counters`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// Adds one to counter `slot` on this CPU.
+#[inline(always)]
+pub fn count(slot: u32) {
+    if let Some(counter) = COUNTERS.get_ptr_mut(slot) {
+        // SAFETY: the pointer comes from a successful per-CPU array lookup, so it is valid and only this CPU
+        // (with preemption disabled while the program runs) writes it.
+        unsafe { *counter += 1 };
+    }
+}

@@ -1,0 +1,112 @@
+//! Walks a `task_struct` to the inodes of its namespaces.
+//!
+//! Rust eBPF has no CO-RE, so every field offset comes from the `OFFSETS` global, which userspace fills from
+//! `/sys/kernel/btf/vmlinux` before loading (`netns_monitor::bpf::offsets`). The paths, as on Linux 6.18:
+//! - net, mnt, uts, ipc, cgroup, pid_for_children, time, time_for_children:
+//!   `task->nsproxy-><member>->ns.inum`
+//! - pid: `task->thread_pid->numbers[thread_pid->level].ns->ns.inum` (what `task_active_pid_ns` returns)
+//! - user: `task->real_cred->user_ns->ns.inum` (what `/proc/PID/ns/user` shows)
+//!
+//! A read that fails leaves that inode 0 and is counted in `COUNTER_READ_ERRORS`.
+
+use core::ptr;
+
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use netns_monitor_common::{
+    counters::COUNTER_READ_ERRORS,
+    ns::{NS_COUNT, NS_PID, NS_USER},
+    offsets::{KernelOffsets, UNAVAILABLE},
+};
+
+use crate::maps::count;
+
+/// Set by userspace at load time (`EbpfLoader::override_global("OFFSETS", ..)`).
+#[unsafe(no_mangle)]
+static OFFSETS: KernelOffsets = KernelOffsets::unavailable();
+
+/// Reads one `u32` of `OFFSETS`. A volatile read, so the compiler cannot fold in the placeholder value the
+/// object file carries before userspace patches it.
+macro_rules! offset {
+    ($($field:tt)+) => {
+        // SAFETY: OFFSETS is a static that lives for the whole program; reading a field of it is always valid.
+        unsafe { ptr::read_volatile(&raw const OFFSETS.$($field)+) }
+    };
+}
+
+/// The task the program runs in.
+#[inline(always)]
+pub fn current() -> *const u8 {
+    // SAFETY: the helper has no preconditions; it returns the current task_struct pointer.
+    unsafe { bpf_get_current_task() as *const u8 }
+}
+
+/// Reads a `T` at `base + offset` from kernel memory; `None` (counted) when the offset is unknown or the read
+/// fails.
+#[inline(always)]
+fn read<T>(base: *const u8, offset: u32) -> Option<T> {
+    if base.is_null() || offset == UNAVAILABLE {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel copes with any address (it faults safely); we only compute the address.
+    match unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()) } {
+        Ok(value) => Some(value),
+        Err(_) => {
+            count(COUNTER_READ_ERRORS);
+            None
+        }
+    }
+}
+
+/// `task->real_parent`.
+#[inline(always)]
+pub fn real_parent(task: *const u8) -> *const u8 {
+    read::<*const u8>(task, offset!(task_real_parent)).unwrap_or(ptr::null())
+}
+
+/// `task->tgid` (process id in the initial pid namespace).
+#[inline(always)]
+pub fn tgid(task: *const u8) -> u32 {
+    read::<i32>(task, offset!(task_tgid)).map_or(0, |v| v as u32)
+}
+
+/// Inode of one namespace struct (`ns.inum` at the type's offset).
+#[inline(always)]
+fn inum(ns: *const u8, index: usize) -> u32 {
+    read::<u32>(ns, offset!(ns_inum[index])).unwrap_or(0)
+}
+
+/// Fills `out` with the inode of each namespace type of `task`, 0 where it cannot be read.
+#[inline(always)]
+pub fn namespaces(task: *const u8, out: &mut [u32; NS_COUNT]) {
+    let nsproxy = read::<*const u8>(task, offset!(task_nsproxy)).unwrap_or(ptr::null());
+    // A task that is exiting has no nsproxy any more; everything below then reads as 0.
+    let mut index = 0;
+    while index < NS_COUNT {
+        if index != NS_PID && index != NS_USER {
+            let member = read::<*const u8>(nsproxy, offset!(nsproxy_member[index])).unwrap_or(ptr::null());
+            out[index] = inum(member, index);
+        }
+        index += 1;
+    }
+    out[NS_PID] = active_pid_ns(task);
+    let cred = read::<*const u8>(task, offset!(task_real_cred)).unwrap_or(ptr::null());
+    let user_ns = read::<*const u8>(cred, offset!(cred_user_ns)).unwrap_or(ptr::null());
+    out[NS_USER] = inum(user_ns, NS_USER);
+}
+
+/// Inode of `task_active_pid_ns(task)`: `thread_pid->numbers[thread_pid->level].ns`.
+#[inline(always)]
+fn active_pid_ns(task: *const u8) -> u32 {
+    let pid = read::<*const u8>(task, offset!(task_thread_pid)).unwrap_or(ptr::null());
+    let Some(level) = read::<u32>(pid, offset!(pid_level)) else {
+        return 0;
+    };
+    let (numbers, upid_size, upid_ns) = (offset!(pid_numbers), offset!(upid_size), offset!(upid_ns));
+    if numbers == UNAVAILABLE || upid_size == UNAVAILABLE || upid_ns == UNAVAILABLE {
+        return 0;
+    }
+    // level <= MAX_PID_NS_LEVEL (32), so this cannot overflow; wrapping keeps the verifier's job simple.
+    let upid = numbers.wrapping_add(level.wrapping_mul(upid_size)).wrapping_add(upid_ns);
+    let ns = read::<*const u8>(pid, upid).unwrap_or(ptr::null());
+    inum(ns, NS_PID)
+}

@@ -1,0 +1,77 @@
+//! The command line: argument definitions (clap) and dispatch.
+//!
+//! Exit codes: 0 ok, 1 the operation failed, 2 bad usage (clap's own code for parse errors). Errors are printed
+//! to stderr with their whole cause chain.
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::agent::{self, AgentOptions};
+
+/// Manage, discover, trace and count Linux network namespaces.
+#[derive(Debug, Parser)]
+#[command(name = "netns-monitor", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: load and attach the kernel programs and watch namespaces until SIGINT/SIGTERM.
+    ///
+    /// Mounts tracefs (/sys/kernel/tracing) and bpffs (/sys/fs/bpf) if they are missing. Needs root, or
+    /// CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_ADMIN. Log verbosity comes from RUST_LOG (default: info).
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {}
+
+/// Parses the command line, runs the command and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => return report(anyhow::Error::new(err).context("cannot start the async runtime")),
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(err) => report(err),
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(RunArgs {}) => {
+            agent::run(AgentOptions::default(), shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        tracing::error!("cannot install signal handlers; stop the agent with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => tracing::info!("SIGINT received"),
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn report(err: anyhow::Error) -> ExitCode {
+    eprintln!("netns-monitor: error: {err:#}");
+    ExitCode::FAILURE
+}

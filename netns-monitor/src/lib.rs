@@ -1,0 +1,14 @@
+//! netns-monitor: manage, discover, trace and count Linux network namespaces.
+//!
+//! A map of the modules, in the order data flows through them:
+//! - [`bpf`]: mount tracefs/bpffs, compute struct offsets from BTF, load and attach the embedded programs.
+//! - [`trace`]: decode transition events and stream them out of the ring buffer.
+//! - [`agent`]: `netns-monitor run`, the long-running agent; takes its shutdown signal as a parameter.
+//! - [`mountinfo`]: parse `/proc/PID/mountinfo` (used to find tracefs/bpffs and nsfs bind mounts).
+//! - [`cli`]: the command line (clap) and its dispatch; the only place that turns errors into exit codes.
+
+pub mod agent;
+pub mod bpf;
+pub mod cli;
+pub mod mountinfo;
+pub mod trace;

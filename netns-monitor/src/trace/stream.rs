@@ -1,0 +1,55 @@
+//! Streams events out of the kernel's ring buffer without busy polling: the ring buffer's fd is registered
+//! with tokio (`AsyncFd`), and the kernel wakes it when records are submitted.
+
+use std::io;
+
+use aya::maps::{MapData, RingBuf};
+use tokio::io::unix::AsyncFd;
+
+use super::event::Event;
+
+/// The event ring buffer as an async source of decoded events.
+pub struct EventStream {
+    ring: AsyncFd<RingBuf<MapData>>,
+    decode_errors: u64,
+}
+
+impl EventStream {
+    /// Registers the ring buffer with the current tokio runtime.
+    pub fn new(ring: RingBuf<MapData>) -> io::Result<Self> {
+        // SAFETY: the RingBuf owns its map fd, which stays open and unchanged until the RingBuf is dropped, and
+        // the RingBuf is only dropped together with the AsyncFd that owns it.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|err| err.into_parts().1)?;
+        Ok(Self { ring, decode_errors: 0 })
+    }
+
+    /// Waits until at least one record is available, then appends every available event to `out`. Returns the
+    /// number of events appended (records that fail to decode are counted in [`Self::decode_errors`]).
+    pub async fn next_batch(&mut self, out: &mut Vec<Event>) -> io::Result<usize> {
+        let before = out.len();
+        loop {
+            let mut guard = self.ring.readable_mut().await?;
+            let ring = guard.get_inner_mut();
+            while let Some(record) = ring.next() {
+                match Event::decode(&record) {
+                    Ok(event) => out.push(event),
+                    Err(err) => {
+                        self.decode_errors += 1;
+                        tracing::warn!(%err, "dropping an undecodable event record");
+                    }
+                }
+            }
+            // Tokio only clears readiness it observed, so a wake-up racing with the drain is not lost.
+            guard.clear_ready();
+            if out.len() > before {
+                return Ok(out.len() - before);
+            }
+        }
+    }
+
+    /// Records that could not be decoded so far.
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors
+    }
+}

@@ -1,0 +1,153 @@
+//! Idempotent set-up of everything building and testing need on a fresh Debian machine.
+//!
+//! Each step checks before it installs and says what it installs, so a second run prints "nothing to install".
+//! What a fresh machine of our kind lacks (see ../shared/TOOLCHAIN.md): nightly `rust-src` (for
+//! `-Z build-std=core` on bpfel-unknown-none), Debian's `llvm-22-dev` (same major as rustc's LLVM) and
+//! `bpf-linker` built against it, plus the Debian tools the tests use as oracles and traffic sources.
+
+use std::{path::Path, process::Command, time::Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::cmd::{self, output};
+
+/// LLVM major version of rustc 1.95 / nightly 1.97; bpf-linker must link the same one.
+const LLVM_MAJOR: &str = "22";
+/// bpf-linker release that builds with this toolchain (verified, see ../shared/TOOLCHAIN.md).
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian packages the build needs.
+const BUILD_PACKAGES: &[&str] = &["llvm-22-dev"];
+/// Debian packages the test suite uses (oracles: `ip`, `nsenter`, `unshare`).
+const TEST_PACKAGES: &[&str] = &["iproute2", "util-linux"];
+
+#[derive(Debug, Default, clap::Args)]
+pub struct SetupArgs {
+    /// Also install what the test suite uses, not only what the build needs.
+    #[arg(long)]
+    pub tests: bool,
+}
+
+/// Installs whatever is missing; returns what it installed.
+pub fn setup(args: &SetupArgs) -> anyhow::Result<Vec<String>> {
+    let started = Instant::now();
+    eprintln!("[setup] checking the toolchain (Debian packages, nightly rust-src, bpf-linker)");
+    let mut installed = Vec::new();
+
+    let mut packages: Vec<&str> = BUILD_PACKAGES.to_vec();
+    if args.tests {
+        packages.extend_from_slice(TEST_PACKAGES);
+    }
+    installed.extend(ensure_debian_packages(&packages)?);
+    installed.extend(ensure_nightly_rust_src()?);
+    installed.extend(ensure_bpf_linker()?);
+
+    if installed.is_empty() {
+        eprintln!("[setup] nothing to install ({:.1}s)", started.elapsed().as_secs_f64());
+    } else {
+        eprintln!("[setup] installed: {} ({:.0}s)", installed.join(", "), started.elapsed().as_secs_f64());
+    }
+    Ok(installed)
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
+        .is_some_and(|status| status.trim() == "install ok installed")
+}
+
+fn ensure_debian_packages(packages: &[&str]) -> anyhow::Result<Vec<String>> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !dpkg_installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !Path::new("/etc/debian_version").exists() {
+        bail!(
+            "missing {}: this set-up installs Debian packages and this is not Debian; install LLVM {LLVM_MAJOR} \
+             development files and the listed tools with your package manager, then run it again",
+            missing.join(" ")
+        );
+    }
+    if !cmd::is_root() {
+        bail!(
+            "missing Debian packages {0}; installing them needs root: run `sudo apt-get install -y {0}` or run \
+             this command as root",
+            missing.join(" ")
+        );
+    }
+    eprintln!("[setup] installing Debian packages: {}", missing.join(" "));
+    let apt = |args: &[&str]| {
+        let mut c = Command::new("apt-get");
+        c.env("DEBIAN_FRONTEND", "noninteractive").args(args);
+        c
+    };
+    cmd::run(&mut apt(&["update", "-q"])).context("apt-get update failed (are the Debian mirrors reachable?)")?;
+    let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
+    install.args(&missing);
+    cmd::run(&mut install).with_context(|| format!("cannot install {}", missing.join(" ")))?;
+    Ok(missing.into_iter().map(|p| format!("apt:{p}")).collect())
+}
+
+fn ensure_nightly_rust_src() -> anyhow::Result<Vec<String>> {
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))
+        .context("rustup is needed to build the eBPF programs with the nightly toolchain, and was not found")?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        eprintln!("[setup] installing the nightly toolchain with rust-src, clippy and rustfmt");
+        cmd::run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src,clippy,rustfmt",
+        ]))?;
+        return Ok(vec!["rustup:nightly".into()]);
+    }
+    let components =
+        output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
+            .unwrap_or_default();
+    let mut installed = Vec::new();
+    for component in ["rust-src", "clippy", "rustfmt"] {
+        if !components.lines().any(|l| l.starts_with(component)) {
+            eprintln!("[setup] installing nightly component {component}");
+            cmd::run(Command::new("rustup").args(["component", "add", component, "--toolchain", "nightly"]))?;
+            installed.push(format!("rustup:nightly/{component}"));
+        }
+    }
+    Ok(installed)
+}
+
+/// bpf-linker is usable when it starts and links the LLVM major rustc emits bitcode for.
+fn bpf_linker_usable() -> bool {
+    let Some(path) = output(Command::new("sh").args(["-c", "command -v bpf-linker"])) else {
+        return false;
+    };
+    let path = path.trim();
+    if output(Command::new(path).arg("--version")).is_none() {
+        return false;
+    }
+    // Built against Debian's shared libLLVM: make sure it is the right major and still resolvable.
+    output(Command::new("ldd").arg(path)).is_some_and(|ldd| {
+        ldd.lines()
+            .filter(|l| l.contains("libLLVM"))
+            .all(|l| l.contains(&format!(".so.{LLVM_MAJOR}")) && !l.contains("not found"))
+    })
+}
+
+fn ensure_bpf_linker() -> anyhow::Result<Vec<String>> {
+    if bpf_linker_usable() {
+        return Ok(Vec::new());
+    }
+    eprintln!("[setup] building bpf-linker {BPF_LINKER_VERSION} against LLVM {LLVM_MAJOR} (about a minute on 2 cores)");
+    cmd::run(
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .env("LLVM_PREFIX", format!("/usr/lib/llvm-{LLVM_MAJOR}"))
+            .args(["install", "--force", "--locked", "bpf-linker", "--version", BPF_LINKER_VERSION])
+            .args(["--no-default-features", "--features", &format!("llvm-{LLVM_MAJOR}")]),
+    )
+    .context("cannot build bpf-linker; is llvm-22-dev installed and crates.io reachable?")?;
+    if !bpf_linker_usable() {
+        bail!("bpf-linker was installed but does not run; is ~/.cargo/bin on PATH?");
+    }
+    Ok(vec![format!("cargo:bpf-linker@{BPF_LINKER_VERSION}")])
+}

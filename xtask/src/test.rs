@@ -1,0 +1,44 @@
+//! The whole test suite: set-up, lint, then every unit and privileged integration test.
+//!
+//! Privileged tests never skip: without root this fails up front with the reason.
+
+use std::time::Instant;
+
+use anyhow::bail;
+
+use crate::{
+    cmd::{self, cargo},
+    lint, setup,
+};
+
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// Skip fmt/clippy (they still run in CI).
+    #[arg(long)]
+    pub no_lint: bool,
+    /// Arguments passed to `cargo test` after `--` (a test name filter, `--nocapture`, ...).
+    #[arg(last = true)]
+    pub rest: Vec<String>,
+}
+
+pub fn test(args: &TestArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    setup::setup(&setup::SetupArgs { tests: true })?;
+    if !cmd::is_root() {
+        bail!(
+            "the test suite loads eBPF programs and creates network namespaces, so it must run as root: \
+             `sudo -E cargo xtask test`"
+        );
+    }
+    if !args.no_lint {
+        lint::lint()?;
+    }
+    let mut test = cargo();
+    test.args(["test", "--workspace", "--exclude", "netns-monitor-ebpf", "--no-fail-fast"]);
+    if !args.rest.is_empty() {
+        test.arg("--").args(&args.rest);
+    }
+    cmd::run(&mut test)?;
+    eprintln!("[test] all green in {:.0}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
