@@ -4,11 +4,13 @@
 //! - [`bpf`]: mount tracefs/bpffs, compute struct offsets from BTF, load and attach the embedded programs.
 //! - [`trace`]: decode transition events and stream them out of the ring buffer.
 //! - [`agent`]: `netns-monitor run`, the long-running agent; takes its shutdown signal as a parameter.
+//! - [`inventory`]: discover every network namespace (named, bind-mounted, process- or fd-held).
 //! - [`mountinfo`]: parse `/proc/PID/mountinfo` (used to find tracefs/bpffs and nsfs bind mounts).
 //! - [`cli`]: the command line (clap) and its dispatch; the only place that turns errors into exit codes.
 
 pub mod agent;
 pub mod bpf;
 pub mod cli;
+pub mod inventory;
 pub mod mountinfo;
 pub mod trace;

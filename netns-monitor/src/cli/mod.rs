@@ -1,13 +1,14 @@
-//! The command line: argument definitions (clap) and dispatch.
+//! The command line: argument definitions (clap) and dispatch, one file per group of verbs.
 //!
-//! Exit codes: 0 ok, 1 the operation failed, 2 bad usage (clap's own code for parse errors). Errors are printed
-//! to stderr with their whole cause chain.
+//! Exit codes: 0 ok, 1 the operation failed, 2 bad usage (clap's parse errors, and [`UsageError`] for input
+//! that parses but is wrong, e.g. a namespace name that does not exist). Errors are printed to stderr with
+//! their whole cause chain. This is an edge of the program, so it uses `anyhow` for context.
+
+mod run;
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
-
-use crate::agent::{self, AgentOptions};
+use clap::{Parser, Subcommand};
 
 /// Manage, discover, trace and count Linux network namespaces.
 #[derive(Debug, Parser)]
@@ -23,11 +24,13 @@ pub enum Command {
     ///
     /// Mounts tracefs (/sys/kernel/tracing) and bpffs (/sys/fs/bpf) if they are missing. Needs root, or
     /// CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_ADMIN. Log verbosity comes from RUST_LOG (default: info).
-    Run(RunArgs),
+    Run(run::RunArgs),
 }
 
-#[derive(Debug, Args)]
-pub struct RunArgs {}
+/// Input that parses but is wrong: reported like any error, with exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 /// Parses the command line, runs the command and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
@@ -45,18 +48,15 @@ pub fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run(RunArgs {}) => {
-            agent::run(AgentOptions::default(), shutdown_signal()).await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Run(args) => run::run(args).await,
     }
 }
 
 /// Resolves on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-        tracing::error!("cannot install signal handlers; stop the agent with SIGKILL");
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };
     tokio::select! {
@@ -73,5 +73,5 @@ fn init_logging() {
 
 fn report(err: anyhow::Error) -> ExitCode {
     eprintln!("netns-monitor: error: {err:#}");
-    ExitCode::FAILURE
+    if err.downcast_ref::<UsageError>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
 }
