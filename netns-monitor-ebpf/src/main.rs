@@ -1,12 +1,14 @@
 //! netns-monitor's kernel programs.
 //!
-//! - [`transitions`]: `syscalls` tracepoints on setns (and, later, unshare/clone/clone3) that report who moved
-//!   between which namespaces.
+//! - [`transitions`]: `syscalls` tracepoints on setns, unshare, clone and clone3 that report who moved between
+//!   which namespaces.
+//! - [`filter`]: load-time filters (globals) applied before anything reaches the ring buffer.
 //! - [`task`]: walks a `task_struct` to its namespace inodes with offsets computed from BTF by userspace.
 //! - [`maps`]: the maps shared by the programs (event ring buffer, pending calls, self-observation counters).
 #![no_std]
 #![no_main]
 
+mod filter;
 mod maps;
 mod task;
 mod transitions;

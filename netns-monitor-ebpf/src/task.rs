@@ -69,6 +69,12 @@ pub fn tgid(task: *const u8) -> u32 {
     read::<i32>(task, offset!(task_tgid)).map_or(0, |v| v as u32)
 }
 
+/// `task->pid` (thread id in the initial pid namespace).
+#[inline(always)]
+pub fn tid(task: *const u8) -> u32 {
+    read::<i32>(task, offset!(task_pid)).map_or(0, |v| v as u32)
+}
+
 /// Inode of one namespace struct (`ns.inum` at the type's offset).
 #[inline(always)]
 fn inum(ns: *const u8, index: usize) -> u32 {

@@ -67,3 +67,157 @@ pub async fn wait_for(stream: &mut EventStream, deadline: Duration, mut matches:
     .await;
     found.unwrap_or_else(|_| panic!("no matching event within {deadline:?}; saw {} others: {seen:#?}", seen.len()))
 }
+
+/// A named network namespace made with iproute2 (the independent tool), deleted on drop even if the test
+/// fails.
+pub struct NamedNetns {
+    pub name: String,
+}
+
+impl NamedNetns {
+    pub fn new(prefix: &str) -> Self {
+        let name = unique_name(prefix);
+        run_ok(std::process::Command::new("ip").args(["netns", "add", &name]));
+        Self { name }
+    }
+
+    pub fn path(&self) -> std::path::PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+
+    pub fn inode(&self) -> u32 {
+        inode(self.path())
+    }
+}
+
+impl Drop for NamedNetns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Runs a command and panics with its output unless it succeeds.
+pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Every namespace inode of `/proc/<who>/ns/*` (e.g. `thread-self`, `self`, a pid), indexed like the event's
+/// arrays.
+pub fn namespaces_of(who: &str) -> [u32; netns_monitor_common::ns::NS_COUNT] {
+    netns_monitor::trace::event::NsType::ALL.map(|ty| inode(format!("/proc/{who}/ns/{}", ty.proc_name())))
+}
+
+/// The calling thread's id.
+pub fn gettid() -> u32 {
+    nix::unistd::gettid().as_raw() as u32
+}
+
+/// Calls `setns(-1, CLONE_NEWNET)` on the calling thread: it fails with EBADF and its event marks that every
+/// event this thread caused before has been submitted to the ring buffer (a thread's events are reserved in
+/// order). Returns the thread id.
+pub fn sentinel() -> u32 {
+    // SAFETY: setns with an invalid fd only returns EBADF; no memory is involved.
+    let ret = unsafe { libc::setns(-1, libc::CLONE_NEWNET) };
+    assert_eq!(ret, -1, "setns(-1) must fail");
+    gettid()
+}
+
+/// Collects every event until the sentinel of thread `tid` (included) arrives; panics after `deadline`.
+pub async fn collect_until_sentinel(stream: &mut EventStream, tid: u32, deadline: Duration) -> Vec<Event> {
+    let mut seen = Vec::new();
+    let done = tokio::time::timeout(deadline, async {
+        let mut batch = Vec::new();
+        loop {
+            stream.next_batch(&mut batch).await.expect("read ring buffer");
+            for event in batch.drain(..) {
+                let is_sentinel = event.tid == tid && event.fd == Some(-1) && event.ret == -i64::from(libc::EBADF);
+                seen.push(event);
+                if is_sentinel {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    if done.is_err() {
+        panic!("no sentinel from tid {tid} within {deadline:?}; saw {} events: {seen:#?}", seen.len());
+    }
+    seen
+}
+
+/// The CLI under test, built by `cargo test` from the product's main.rs. A macro because only integration
+/// tests see `CARGO_BIN_EXE_*`.
+#[macro_export]
+macro_rules! cli {
+    () => {
+        $crate::cli_command(env!("CARGO_BIN_EXE_netns-monitor-cli"))
+    };
+}
+
+/// `binary` with logging at info (tests wait for log lines) and killed if the test drops it.
+pub fn cli_command(binary: &str) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.env("RUST_LOG", "info").kill_on_drop(true);
+    cmd
+}
+
+/// A running `netns-monitor trace` whose programs are attached.
+pub struct TraceProcess {
+    pub child: tokio::process::Child,
+    pub stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    pub stderr: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+}
+
+impl TraceProcess {
+    /// Starts `BINARY trace ARGS` and waits (up to 30 s) until it reports its programs attached.
+    pub async fn start(binary: &str, args: &[&str]) -> Self {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut child = cli_command(binary)
+            .arg("trace")
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn netns-monitor trace");
+        let stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut log = Vec::new();
+        let ready = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = stderr.next_line().await.expect("read trace stderr") {
+                let attached = line.contains("programs attached");
+                log.push(line);
+                if attached {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert!(matches!(ready, Ok(true)), "trace {args:?} did not attach; stderr: {log:#?}");
+        Self { child, stdout, stderr }
+    }
+
+    /// Reads stdout lines until the process exits (it must, within `deadline`); returns them and the status.
+    pub async fn finish(mut self, deadline: Duration) -> (Vec<String>, std::process::ExitStatus) {
+        let mut lines = Vec::new();
+        let read = tokio::time::timeout(deadline, async {
+            while let Some(line) = self.stdout.next_line().await.expect("read trace stdout") {
+                lines.push(line);
+            }
+            self.child.wait().await.expect("wait for trace")
+        })
+        .await;
+        match read {
+            Ok(status) => (lines, status),
+            Err(_) => panic!("trace did not exit within {deadline:?}; printed so far: {lines:#?}"),
+        }
+    }
+}

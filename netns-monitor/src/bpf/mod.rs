@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, MapError, PerCpuArray, RingBuf},
-    programs::{ProgramError, TracePoint},
+    programs::{ProgramError, RawTracePoint, TracePoint},
 };
 use aya_log::EbpfLogger;
 use netns_monitor_common::counters::{COUNTER_LOST_EVENTS, COUNTER_PENDING_FAILED, COUNTER_READ_ERRORS, COUNTER_SLOTS};
@@ -31,12 +31,40 @@ pub mod maps {
     pub const COUNTERS: &str = "COUNTERS";
 }
 
-/// Tracepoint programs: (program name in the object, category, event).
-const TRACEPOINTS: &[(&str, &str, &str)] =
-    &[("sys_enter_setns", "syscalls", "sys_enter_setns"), ("sys_exit_setns", "syscalls", "sys_exit_setns")];
+/// Where a program attaches.
+#[derive(Clone, Copy, Debug)]
+enum Hook {
+    TracePoint { category: &'static str, event: &'static str },
+    RawTracePoint(&'static str),
+}
+
+/// One program of the object and its hook.
+#[derive(Clone, Copy, Debug)]
+struct Spec {
+    program: &'static str,
+    hook: Hook,
+}
+
+const fn syscall(program: &'static str) -> Spec {
+    Spec { program, hook: Hook::TracePoint { category: "syscalls", event: program } }
+}
+
+/// Every program, in attach order: exits and the fork hook before the enters that fill `PENDING`, so no entry
+/// is recorded that nothing would complete.
+const PROGRAMS: &[Spec] = &[
+    syscall("sys_exit_setns"),
+    syscall("sys_exit_unshare"),
+    syscall("sys_exit_clone"),
+    syscall("sys_exit_clone3"),
+    Spec { program: "sched_process_fork", hook: Hook::RawTracePoint("sched_process_fork") },
+    syscall("sys_enter_setns"),
+    syscall("sys_enter_unshare"),
+    syscall("sys_enter_clone"),
+    syscall("sys_enter_clone3"),
+];
 
 /// Syscalls whose record layout the programs depend on, with the number of arguments they read.
-const SYSCALL_LAYOUTS: &[(&str, usize)] = &[("setns", 2)];
+const SYSCALL_LAYOUTS: &[(&str, usize)] = &[("setns", 2), ("unshare", 1), ("clone", 1), ("clone3", 2)];
 
 /// Errors loading or attaching the programs.
 #[derive(Debug, thiserror::Error)]
@@ -76,8 +104,10 @@ pub enum BpfError {
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
     /// Size of the event ring buffer in bytes (a power-of-two multiple of the page size); the object's default
-    /// (256 KiB) when `None`.
+    /// (1 MiB) when `None`.
     pub ring_buffer_bytes: Option<u32>,
+    /// Report only what this process (tgid in the initial pid namespace) does, filtered in the kernel.
+    pub filter_pid: Option<u32>,
 }
 
 /// Totals of the kernel-side self-observation counters, summed over CPUs.
@@ -113,8 +143,10 @@ impl Probes {
         let offsets = offsets::compute(&btf::Btf::from_sys_fs()?)?;
         raise_memlock_limit();
 
+        let filter_tgid = options.filter_pid.unwrap_or(0);
         let mut loader = EbpfLoader::new();
         loader.override_global("OFFSETS", &offsets, true);
+        loader.override_global("FILTER_TGID", &filter_tgid, true);
         if let Some(bytes) = options.ring_buffer_bytes {
             loader.map_max_entries(maps::EVENTS, bytes);
         }
@@ -122,22 +154,8 @@ impl Probes {
         let logger = EbpfLogger::init(&mut ebpf)
             .inspect_err(|err| tracing::warn!(%err, "kernel-side log messages will not be shown"))
             .ok();
-        for &(program, category, event) in TRACEPOINTS {
-            let tracepoint: &mut TracePoint = ebpf
-                .program_mut(program)
-                .ok_or(BpfError::Missing { kind: "program", name: program })?
-                .try_into()
-                .map_err(|source| BpfError::Program { program, action: "type check".into(), source })?;
-            tracepoint.load().map_err(|source| BpfError::Program {
-                program,
-                action: "load (verifier)".into(),
-                source,
-            })?;
-            tracepoint.attach(category, event).map_err(|source| BpfError::Program {
-                program,
-                action: format!("attach to {category}/{event}"),
-                source,
-            })?;
+        for spec in PROGRAMS {
+            attach(&mut ebpf, spec)?;
         }
         Ok(Self { ebpf, logger, mounted })
     }
@@ -183,6 +201,41 @@ impl Probes {
             read_errors: totals[COUNTER_READ_ERRORS as usize],
         })
     }
+}
+
+/// Loads (verifies) and attaches one program.
+fn attach(ebpf: &mut Ebpf, spec: &Spec) -> Result<(), BpfError> {
+    let program = spec.program;
+    let prog = ebpf.program_mut(program).ok_or(BpfError::Missing { kind: "program", name: program })?;
+    let failed = |action: &str| {
+        let action = action.to_owned();
+        move |source| BpfError::Program { program, action, source }
+    };
+    match spec.hook {
+        Hook::TracePoint { category, event } => {
+            let tp: &mut TracePoint = prog.try_into().map_err(failed("type check"))?;
+            tp.load().map_err(failed("load (verifier)"))?;
+            tp.attach(category, event).map_err(failed(&format!("attach to tracepoint {category}/{event}")))?;
+        }
+        Hook::RawTracePoint(name) => {
+            let tp: &mut RawTracePoint = prog.try_into().map_err(failed("type check"))?;
+            tp.load().map_err(failed("load (verifier)"))?;
+            tp.attach(name).map_err(failed(&format!("attach to raw tracepoint {name}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// An error and its causes on one line, for logs.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones use memcg and ignore it.

@@ -5,6 +5,7 @@
 //! their whole cause chain. This is an edge of the program, so it uses `anyhow` for context.
 
 mod run;
+mod trace;
 
 use std::process::ExitCode;
 
@@ -25,6 +26,12 @@ pub enum Command {
     /// Mounts tracefs (/sys/kernel/tracing) and bpffs (/sys/fs/bpf) if they are missing. Needs root, or
     /// CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_ADMIN. Log verbosity comes from RUST_LOG (default: info).
     Run(run::RunArgs),
+    /// Stream namespace transitions live from the kernel until Ctrl-C (or --count / --duration).
+    ///
+    /// Every setns, and every unshare/clone/clone3 that asks for a new namespace, by any process: who (pid,
+    /// comm), which syscall, which namespace types changed, old and new inodes (network namespaces with their
+    /// names), and the result. Network namespaces being created and destroyed are shown too. Needs root.
+    Trace(trace::TraceArgs),
 }
 
 /// Input that parses but is wrong: reported like any error, with exit code 2.
@@ -49,6 +56,7 @@ pub fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args).await,
+        Command::Trace(args) => trace::run(args).await,
     }
 }
 

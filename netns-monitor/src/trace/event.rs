@@ -176,6 +176,28 @@ impl Event {
         Self::try_from(raw)
     }
 
+    /// A destruction observed outside the ring buffer (see `crate::lifecycle`): only the inode and the time
+    /// (CLOCK_BOOTTIME) are known.
+    pub fn destroyed(inode: u32, ts_boot_ns: u64) -> Self {
+        let mut old_ns = [0; NS_COUNT];
+        old_ns[NS_NET] = inode;
+        Event {
+            kind: EventKind::NetnsDestroyed,
+            ts_boot_ns,
+            flags: 0,
+            ret: 0,
+            pid: 0,
+            tid: 0,
+            ppid: 0,
+            uid: 0,
+            fd: None,
+            child: None,
+            comm: String::new(),
+            old_ns,
+            new_ns: [0; NS_COUNT],
+        }
+    }
+
     /// The syscall, for transitions.
     pub fn syscall(&self) -> Option<Syscall> {
         match self.kind {

@@ -1,17 +1,27 @@
 //! Streams events out of the kernel's ring buffer without busy polling: the ring buffer's fd is registered
 //! with tokio (`AsyncFd`), and the kernel wakes it when records are submitted.
 
-use std::io;
+use std::{io, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
 use super::event::Event;
 
+/// After a batch this large, the next read waits [`COALESCE`] first. The kernel wakes the reader for the
+/// first record written after it caught up, and each wake-up is an interrupt (costly, above all in a VM); in a
+/// storm that would be one per event. Waiting a little lets records pile up behind one wake-up instead.
+const LARGE_BATCH: usize = 32;
+/// At most this much added latency (tokio's timer rounds it up to its 1 ms tick), only during storms. The
+/// default ring buffer (1 MiB, about 6,200 events) holds 25 ms of a one-core setns storm, so nothing is lost
+/// for it; measured with `transitions-bench`: 225k events/s delivered with zero loss versus 133k/s without.
+const COALESCE: Duration = Duration::from_micros(500);
+
 /// The event ring buffer as an async source of decoded events.
 pub struct EventStream {
     ring: AsyncFd<RingBuf<MapData>>,
     decode_errors: u64,
+    storm: bool,
 }
 
 impl EventStream {
@@ -21,12 +31,15 @@ impl EventStream {
         // the RingBuf is only dropped together with the AsyncFd that owns it.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|err| err.into_parts().1)?;
-        Ok(Self { ring, decode_errors: 0 })
+        Ok(Self { ring, decode_errors: 0, storm: false })
     }
 
     /// Waits until at least one record is available, then appends every available event to `out`. Returns the
     /// number of events appended (records that fail to decode are counted in [`Self::decode_errors`]).
     pub async fn next_batch(&mut self, out: &mut Vec<Event>) -> io::Result<usize> {
+        if self.storm {
+            tokio::time::sleep(COALESCE).await;
+        }
         let before = out.len();
         loop {
             let mut guard = self.ring.readable_mut().await?;
@@ -43,7 +56,9 @@ impl EventStream {
             // Tokio only clears readiness it observed, so a wake-up racing with the drain is not lost.
             guard.clear_ready();
             if out.len() > before {
-                return Ok(out.len() - before);
+                let read = out.len() - before;
+                self.storm = read >= LARGE_BATCH;
+                return Ok(read);
             }
         }
     }

@@ -1,0 +1,155 @@
+//! Network-namespace lifecycle, as seen from userspace.
+//!
+//! Creation is reported by the kernel programs (a `KIND_NETNS_CREATED` record after every successful
+//! unshare/clone/clone3 with `CLONE_NEWNET`). Destruction has no usable kernel hook on this kernel (fentry on
+//! `__put_net` is refused with EPERM, there are no kprobes, and no tracepoint fires per namespace), so it is
+//! observed through the kernel's own notification: every namespace the [`Tracker`] knows gets a netns id in
+//! the current namespace (lowest free, as `ip netns set NAME auto`), and when a namespace with an id dies the
+//! kernel sends `RTM_DELNSID` to `RTNLGRP_NSID` listeners. No polling; the cost is one id per namespace,
+//! visible in `ip netns list` as `(id: N)`.
+//!
+//! Limits: a namespace must be reachable from userspace (a name, a bind mount in our mount namespace, a
+//! process, or an fd) when the tracker learns of it. One that is created and dies before the creation event is
+//! handled (e.g. `unshare -n true`), or that only a kernel object holds, cannot get an id; it is counted in
+//! [`Tracker::untracked`] instead of producing a destruction event.
+
+pub mod nsid;
+
+use std::{
+    collections::HashMap,
+    fs::{self, File},
+    os::{fd::AsFd as _, unix::fs::MetadataExt as _},
+};
+
+use futures::{StreamExt as _, channel::mpsc::UnboundedReceiver};
+use netlink_packet_core::NetlinkMessage;
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::SocketAddr;
+pub use nsid::NsidError;
+use rtnetlink::{Handle, MulticastGroup};
+
+use crate::inventory::{Inventory, Netns, parse_ns_link};
+
+/// Errors starting the tracker.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("cannot open an rtnetlink socket subscribed to netns id notifications")]
+    Socket(#[source] std::io::Error),
+    #[error("the rtnetlink connection for netns id notifications closed")]
+    Closed,
+}
+
+/// Follows namespaces from creation to destruction.
+pub struct Tracker {
+    handle: Handle,
+    notifications: UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>,
+    by_id: HashMap<i32, u32>,
+    by_inode: HashMap<u32, i32>,
+    own_inode: Option<u32>,
+    untracked: u64,
+}
+
+impl Tracker {
+    /// Subscribes to netns id notifications (first, so no death between the scan and the subscription is
+    /// missed) and tracks every namespace in `inventory`. Must run inside a tokio runtime.
+    pub async fn start(inventory: &Inventory) -> Result<Self, LifecycleError> {
+        let (connection, handle, notifications) =
+            rtnetlink::new_multicast_connection(&[MulticastGroup::Nsid]).map_err(LifecycleError::Socket)?;
+        tokio::spawn(connection);
+        let own_inode = fs::read_link("/proc/self/ns/net").ok().and_then(|link| parse_ns_link(link.to_str()?, "net"));
+        let mut tracker =
+            Self { handle, notifications, by_id: HashMap::new(), by_inode: HashMap::new(), own_inode, untracked: 0 };
+        for ns in inventory.namespaces.values() {
+            tracker.track(ns.inode, || open_from_inventory(ns)).await;
+        }
+        Ok(tracker)
+    }
+
+    /// Tracks a namespace announced by a creation event of process `pid`, thread `tid`: its namespace files
+    /// first (the creator is usually still inside), then whatever `rescan` finds.
+    pub async fn track_created(&mut self, inode: u32, pid: u32, tid: u32, rescan: impl FnOnce() -> Option<Inventory>) {
+        if self.by_inode.contains_key(&inode) {
+            return;
+        }
+        let from_creator = [format!("/proc/{pid}/task/{tid}/ns/net"), format!("/proc/{pid}/ns/net")]
+            .into_iter()
+            .find_map(|path| open_if(&path, inode));
+        let file = match from_creator {
+            Some(file) => Some(file),
+            None => rescan().and_then(|inventory| inventory.get(inode).and_then(open_from_inventory)),
+        };
+        self.track(inode, || file).await;
+    }
+
+    async fn track(&mut self, inode: u32, open: impl FnOnce() -> Option<File>) {
+        if Some(inode) == self.own_inode || self.by_inode.contains_key(&inode) {
+            return;
+        }
+        let Some(file) = open().filter(|f| f.metadata().is_ok_and(|m| m.ino() == u64::from(inode))) else {
+            self.untracked += 1;
+            tracing::debug!(inode, "namespace not reachable from userspace; its destruction will not be seen");
+            return;
+        };
+        match nsid::ensure(&mut self.handle, file.as_fd()).await {
+            Ok(id) => {
+                // An id is reused once its namespace is gone: drop any stale mapping.
+                if let Some(old) = self.by_id.insert(id, inode) {
+                    self.by_inode.remove(&old);
+                }
+                self.by_inode.insert(inode, id);
+            }
+            Err(err) => {
+                self.untracked += 1;
+                tracing::warn!(inode, error = %crate::bpf::error_chain(&err), "cannot assign a netns id");
+            }
+        }
+    }
+
+    /// Waits for the next tracked namespace to be destroyed and returns its inode. `None` when the netlink
+    /// connection is gone.
+    pub async fn next_destroyed(&mut self) -> Option<u32> {
+        while let Some((message, _)) = self.notifications.next().await {
+            if let Some(id) = nsid::deleted_id(&message)
+                && let Some(inode) = self.by_id.remove(&id)
+            {
+                self.by_inode.remove(&inode);
+                return Some(inode);
+            }
+        }
+        None
+    }
+
+    /// Namespaces currently tracked.
+    pub fn tracked(&self) -> usize {
+        self.by_inode.len()
+    }
+
+    /// Namespaces that could not be tracked (not reachable, or no id could be assigned).
+    pub fn untracked(&self) -> u64 {
+        self.untracked
+    }
+}
+
+/// Opens `path` if it is the namespace with `inode`.
+fn open_if(path: &str, inode: u32) -> Option<File> {
+    let file = File::open(path).ok()?;
+    (file.metadata().ok()?.ino() == u64::from(inode)).then_some(file)
+}
+
+/// Opens a namespace through anything the inventory found pointing at it.
+fn open_from_inventory(ns: &Netns) -> Option<File> {
+    let inode = ns.inode;
+    let named = ns.names.iter().map(|n| format!("{}/{n}", crate::inventory::NETNS_RUN_DIR));
+    let bound = ns.bind_mounts.iter().filter_map(|p| p.to_str().map(str::to_owned));
+    let procs = ns.pids.iter().map(|pid| format!("/proc/{pid}/ns/net"));
+    if let Some(file) = named.chain(bound).chain(procs).find_map(|path| open_if(&path, inode)) {
+        return Some(file);
+    }
+    // Held only by an fd: open the holder's fd.
+    ns.fd_holders.iter().find_map(|pid| {
+        fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten().find_map(|fd| {
+            let link = fs::read_link(fd.path()).ok()?;
+            (parse_ns_link(link.to_str()?, "net") == Some(inode)).then(|| open_if(fd.path().to_str()?, inode))?
+        })
+    })
+}

@@ -1,0 +1,109 @@
+//! Netns ids (NSIDs) over rtnetlink: the number the current network namespace uses to refer to another one
+//! (`ip netns list` shows it as `(id: N)`).
+//!
+//! An id is looked up or assigned with a file descriptor of the other namespace (`RTM_GETNSID` /
+//! `RTM_NEWNSID` with `NETNSA_FD`). The kernel sends `RTM_DELNSID` to `RTNLGRP_NSID` listeners when a
+//! namespace that has an id dies (`unhash_nsid` in `cleanup_net`), which is how destruction is observed.
+
+use std::os::fd::{AsRawFd as _, BorrowedFd};
+
+use futures::StreamExt as _;
+use netlink_packet_core::{NLM_F_ACK, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+use netlink_packet_route::{
+    AddressFamily, RouteNetlinkMessage,
+    nsid::{NsidAttribute, NsidMessage},
+};
+use rtnetlink::Handle;
+
+/// Errors talking to rtnetlink about netns ids.
+#[derive(Debug, thiserror::Error)]
+pub enum NsidError {
+    #[error("cannot send the {request} request to rtnetlink")]
+    Send { request: &'static str },
+    #[error("rtnetlink refused {request}: {code}")]
+    Refused { request: &'static str, code: std::io::Error },
+    #[error("rtnetlink sent no answer to {request}")]
+    NoAnswer { request: &'static str },
+}
+
+fn message(payload: RouteNetlinkMessage, flags: u16) -> NetlinkMessage<RouteNetlinkMessage> {
+    let mut message = NetlinkMessage::from(payload);
+    message.header.flags = flags;
+    message.finalize();
+    message
+}
+
+fn nsid_message(attributes: Vec<NsidAttribute>) -> NsidMessage {
+    let mut nsid = NsidMessage::default();
+    nsid.header.family = AddressFamily::Unspec;
+    nsid.attributes = attributes;
+    nsid
+}
+
+/// Sends one request and returns the answers that are not ACKs, failing on an error answer.
+async fn request(
+    handle: &mut Handle,
+    request: &'static str,
+    message: NetlinkMessage<RouteNetlinkMessage>,
+) -> Result<Vec<RouteNetlinkMessage>, NsidError> {
+    let mut answers = handle.request(message).map_err(|_| NsidError::Send { request })?;
+    let mut out = Vec::new();
+    while let Some(answer) = answers.next().await {
+        match answer.payload {
+            NetlinkPayload::InnerMessage(inner) => out.push(inner),
+            NetlinkPayload::Error(err) => {
+                if let Some(code) = err.code {
+                    return Err(NsidError::Refused { request, code: std::io::Error::from_raw_os_error(-code.get()) });
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The id the current namespace has for the namespace behind `fd`, if any.
+pub async fn get(handle: &mut Handle, fd: BorrowedFd<'_>) -> Result<Option<i32>, NsidError> {
+    let get = nsid_message(vec![NsidAttribute::Fd(fd.as_raw_fd() as u32)]);
+    let answers = request(handle, "RTM_GETNSID", message(RouteNetlinkMessage::GetNsId(get), NLM_F_REQUEST)).await?;
+    let id = answers
+        .into_iter()
+        .find_map(|answer| match answer {
+            RouteNetlinkMessage::NewNsId(msg) => msg.attributes.into_iter().find_map(|a| match a {
+                NsidAttribute::Id(id) => Some(id),
+                _ => None,
+            }),
+            _ => None,
+        })
+        .ok_or(NsidError::NoAnswer { request: "RTM_GETNSID" })?;
+    Ok((id >= 0).then_some(id))
+}
+
+/// The id of the namespace behind `fd`, assigning the lowest free one if it has none (as
+/// `ip netns set NAME auto` does).
+pub async fn ensure(handle: &mut Handle, fd: BorrowedFd<'_>) -> Result<i32, NsidError> {
+    if let Some(id) = get(handle, fd).await? {
+        return Ok(id);
+    }
+    let new = nsid_message(vec![NsidAttribute::Fd(fd.as_raw_fd() as u32), NsidAttribute::Id(-1)]);
+    match request(handle, "RTM_NEWNSID", message(RouteNetlinkMessage::NewNsId(new), NLM_F_REQUEST | NLM_F_ACK)).await {
+        Ok(_) => {}
+        // Someone else assigned one between our two requests: use theirs.
+        Err(NsidError::Refused { code, .. }) if code.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(err) => return Err(err),
+    }
+    get(handle, fd).await?.ok_or(NsidError::NoAnswer { request: "RTM_GETNSID after RTM_NEWNSID" })
+}
+
+/// The id in an `RTM_DELNSID` notification.
+pub fn deleted_id(message: &NetlinkMessage<RouteNetlinkMessage>) -> Option<i32> {
+    match &message.payload {
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNsId(msg)) => {
+            msg.attributes.iter().find_map(|a| match a {
+                NsidAttribute::Id(id) => Some(*id),
+                _ => None,
+            })
+        }
+        _ => None,
+    }
+}

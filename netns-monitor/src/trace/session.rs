@@ -1,0 +1,177 @@
+//! A trace session: load the programs, then stream, filter and render events until a bound is reached or
+//! `shutdown` resolves.
+
+use std::{
+    future::Future,
+    io::{self, Write},
+    time::Duration,
+};
+
+use super::{
+    event::{Event, EventKind, NsType},
+    filter::Filter,
+    names::Names,
+    render::{self, Clock, Format},
+};
+use crate::{
+    bpf::{BpfError, LoadOptions, Probes},
+    inventory::{Inventory, ScanOptions},
+    lifecycle::{LifecycleError, Tracker},
+};
+
+/// What to trace and how to show it.
+#[derive(Clone, Debug, Default)]
+pub struct TraceOptions {
+    pub filter: Filter,
+    pub format: Format,
+    /// Stop after this many printed events.
+    pub count: Option<u64>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Ring buffer size override (see [`LoadOptions::ring_buffer_bytes`]).
+    pub ring_buffer_bytes: Option<u32>,
+}
+
+/// How a session went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub printed: u64,
+    /// Events the kernel dropped because the ring buffer was full.
+    pub lost: u64,
+}
+
+/// Errors that end a trace session.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+    #[error("reading the event ring buffer failed")]
+    Events(#[source] io::Error),
+    #[error("cannot watch /proc/self/mountinfo for new namespace names")]
+    Names(#[source] io::Error),
+    #[error("writing the output failed")]
+    Output(#[source] io::Error),
+}
+
+/// Why the loop stopped early: output closed (e.g. `| head`) is a normal end, not an error.
+enum Stop {
+    Done,
+    Error(TraceError),
+}
+
+fn output(err: io::Error) -> Stop {
+    if err.kind() == io::ErrorKind::BrokenPipe { Stop::Done } else { Stop::Error(TraceError::Output(err)) }
+}
+
+/// Runs a session. `inventory` is the scan the filter was resolved against; `warnings` receives the
+/// lost-event lines.
+pub async fn run(
+    options: TraceOptions,
+    inventory: Inventory,
+    out: &mut impl Write,
+    warnings: &mut impl Write,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Summary, TraceError> {
+    let load = LoadOptions { ring_buffer_bytes: options.ring_buffer_bytes, filter_pid: options.filter.kernel_pid() };
+    let mut probes = Probes::load(&load)?;
+    probes.forward_kernel_logs()?;
+    let mut events = probes.events()?;
+    let mut tracker = Tracker::start(&inventory).await?;
+    let mut names = Names::new(inventory).map_err(TraceError::Names)?;
+    let clock = Clock::now();
+    // Scripts (and the tests) wait for this line before acting.
+    tracing::info!(tracked = tracker.tracked(), "programs attached; tracing");
+
+    let mut summary = Summary::default();
+    if options.format == Format::Table
+        && let Err(err) = render::header(out)
+    {
+        return match output(err) {
+            Stop::Done => Ok(summary),
+            Stop::Error(err) => Err(err),
+        };
+    }
+    let deadline = async {
+        match options.duration {
+            Some(duration) => tokio::time::sleep(duration).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(shutdown, deadline);
+    let mut batch: Vec<Event> = Vec::new();
+    let result = loop {
+        tokio::select! {
+            () = &mut shutdown => break Ok(()),
+            () = &mut deadline => break Ok(()),
+            read = events.next_batch(&mut batch) => {
+                if let Err(err) = read {
+                    break Err(Stop::Error(TraceError::Events(err)));
+                }
+            }
+            destroyed = tracker.next_destroyed() => match destroyed {
+                Some(inode) => batch.push(Event::destroyed(inode, render::boottime_ns())),
+                None => break Err(Stop::Error(TraceError::Lifecycle(LifecycleError::Closed))),
+            },
+        }
+        match handle_batch(&mut batch, &options, &mut tracker, &mut names, &clock, out, &mut summary).await {
+            Ok(true) => {}
+            Ok(false) => break Ok(()),
+            Err(stop) => break Err(stop),
+        }
+        report_lost(&probes, &mut summary, warnings);
+    };
+    report_lost(&probes, &mut summary, warnings);
+    let _ = out.flush();
+    match result {
+        Ok(()) | Err(Stop::Done) => Ok(summary),
+        Err(Stop::Error(err)) => Err(err),
+    }
+}
+
+/// Tracks, filters and prints a batch; `Ok(false)` once `--count` is reached.
+async fn handle_batch(
+    batch: &mut Vec<Event>,
+    options: &TraceOptions,
+    tracker: &mut Tracker,
+    names: &mut Names,
+    clock: &Clock,
+    out: &mut impl Write,
+    summary: &mut Summary,
+) -> Result<bool, Stop> {
+    for event in batch.drain(..) {
+        if event.kind == EventKind::NetnsCreated {
+            let (_, inode) = event.ns(NsType::Net);
+            tracker
+                .track_created(inode, event.pid, event.tid, || Inventory::scan(&ScanOptions { fds: true }).ok())
+                .await;
+        }
+        if !options.filter.matches(&event) {
+            continue;
+        }
+        render::write(out, options.format, &event, names, clock).map_err(output)?;
+        summary.printed += 1;
+        if options.count.is_some_and(|count| summary.printed >= count) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Prints a warning line when the kernel dropped events since the last look.
+fn report_lost(probes: &Probes, summary: &mut Summary, warnings: &mut impl Write) {
+    match probes.counters() {
+        Ok(counters) if counters.lost_events > summary.lost => {
+            let _ = writeln!(
+                warnings,
+                "netns-monitor: warning: {} events lost (ring buffer full), {} in total",
+                counters.lost_events - summary.lost,
+                counters.lost_events
+            );
+            summary.lost = counters.lost_events;
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %crate::bpf::error_chain(&err), "cannot read the lost-event counter"),
+    }
+}
