@@ -13,7 +13,7 @@ use std::{
 };
 
 use netns_monitor::trace::{event::Event, stream::EventStream};
-use nix::sched::{CloneFlags, unshare};
+use nix::sched::{CloneFlags, setns, unshare};
 
 /// Panics with an explanation unless running as root: privileged tests must never silently skip.
 pub fn require_root() {
@@ -118,6 +118,18 @@ pub fn namespaces_of(who: &str) -> [u32; netns_monitor_common::ns::NS_COUNT] {
 /// The calling thread's id.
 pub fn gettid() -> u32 {
     nix::unistd::gettid().as_raw() as u32
+}
+
+/// On a new thread, calls setns `count` times alternating between `a` and `b`; returns the thread's id.
+pub fn setns_burst(a: File, b: File, count: u64) -> u32 {
+    std::thread::spawn(move || {
+        for i in 0..count {
+            setns(if i.is_multiple_of(2) { &a } else { &b }, CloneFlags::CLONE_NEWNET).expect("setns");
+        }
+        gettid()
+    })
+    .join()
+    .expect("burst thread")
 }
 
 /// Calls `setns(-1, CLONE_NEWNET)` on the calling thread: it fails with EBADF and its event marks that every

@@ -8,8 +8,7 @@ use netns_monitor::{
     bpf::{LoadOptions, Probes},
     trace::event::{EventKind, Syscall},
 };
-use netns_monitor_tests::{anonymous_netns, collect_until_sentinel, gettid, require_root, sentinel};
-use nix::sched::{CloneFlags, setns};
+use netns_monitor_tests::{anonymous_netns, collect_until_sentinel, require_root, sentinel, setns_burst};
 
 const BURST: u64 = 20_000;
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -24,14 +23,7 @@ async fn lost_count_equals_generated_minus_received() {
     let mut events = probes.events().unwrap();
 
     // Nothing reads the ring buffer while the burst runs: one page holds about 24 events.
-    let burster = std::thread::spawn(move || {
-        for i in 0..BURST {
-            setns(if i.is_multiple_of(2) { &a } else { &b }, CloneFlags::CLONE_NEWNET).expect("setns");
-        }
-        gettid()
-    })
-    .join()
-    .unwrap();
+    let burster = setns_burst(a, b, BURST);
 
     let mut received = 0u64;
     let drained = tokio::time::timeout(DEADLINE, async {

@@ -3,9 +3,8 @@
 
 use std::{fs::File, time::Duration};
 
-use netns_monitor_tests::{TraceProcess, anonymous_netns, gettid, require_root, sentinel};
+use netns_monitor_tests::{TraceProcess, anonymous_netns, require_root, sentinel, setns_burst};
 use nix::{
-    sched::{CloneFlags, setns},
     sys::signal::{Signal, kill},
     unistd::Pid,
 };
@@ -21,14 +20,7 @@ async fn cli_warns_with_the_exact_lost_count() {
     let pid = std::process::id().to_string();
     let mut trace = TraceProcess::start(BIN, &["--json", "--pid", &pid, "--ring-buffer-bytes", "4096"]).await;
 
-    let burster = std::thread::spawn(move || {
-        for i in 0..BURST {
-            setns(if i.is_multiple_of(2) { &a } else { &b }, CloneFlags::CLONE_NEWNET).expect("setns");
-        }
-        gettid()
-    })
-    .join()
-    .unwrap();
+    let burster = setns_burst(a, b, BURST);
     // Read lines and warnings until every burst event is accounted for: printed, or counted as lost. The sum
     // must never overshoot, and must get there.
     let (mut printed, mut lost) = (0u64, 0u64);
