@@ -5,6 +5,7 @@
 //! - [`trace`]: decode transition events and stream them out of the ring buffer.
 //! - [`agent`]: `netns-monitor run`, the long-running agent; takes its shutdown signal as a parameter.
 //! - [`inventory`]: discover every network namespace (named, bind-mounted, process- or fd-held).
+//! - [`manage`]: add/del/exec/attach named namespaces, veth pairs, NAT and port forwards (netlink + syscalls).
 //! - [`mountinfo`]: parse `/proc/PID/mountinfo` (used to find tracefs/bpffs and nsfs bind mounts).
 //! - [`cli`]: the command line (clap) and its dispatch; the only place that turns errors into exit codes.
 
@@ -12,5 +13,6 @@ pub mod agent;
 pub mod bpf;
 pub mod cli;
 pub mod inventory;
+pub mod manage;
 pub mod mountinfo;
 pub mod trace;
