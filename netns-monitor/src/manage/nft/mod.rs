@@ -77,11 +77,27 @@ pub fn rules(socket: &NfSocket) -> Result<Vec<Installed>, WireError> {
 
 /// In one transaction: deletes the rules whose comment `remove` selects and adds `add` (creating the table and
 /// chains if needed). Drops the table when no rule is left. Returns how many rules were deleted.
+///
+/// The transaction is tied to the ruleset generation it was computed from; if another writer (a concurrent
+/// netns-monitor, nft, a container runtime) commits in between, the kernel refuses it and it is recomputed.
 pub fn replace(socket: &NfSocket, remove: impl Fn(&str) -> bool, add: &[Rule]) -> Result<usize, WireError> {
+    const ATTEMPTS: usize = 20;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match replace_once(socket, &remove, add) {
+            Err(err) if err.errno() == Some(libc::ERESTART) && attempt < ATTEMPTS => continue,
+            result => return result,
+        }
+    }
+}
+
+fn replace_once(socket: &NfSocket, remove: &impl Fn(&str) -> bool, add: &[Rule]) -> Result<usize, WireError> {
+    let genid = socket.generation()?;
     let installed = rules(socket)?;
     let (doomed, kept): (Vec<_>, Vec<_>) =
-        installed.iter().partition(|rule| rule.comment.as_deref().is_some_and(&remove));
-    let mut batch = Batch::new();
+        installed.iter().partition(|rule| rule.comment.as_deref().is_some_and(remove));
+    let mut batch = Batch::based_on(genid);
     if !add.is_empty() {
         add_table_and_chains(&mut batch);
     }

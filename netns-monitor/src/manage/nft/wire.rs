@@ -40,6 +40,7 @@ pub enum MsgType {
     NewRule = 6,
     GetRule = 7,
     DelRule = 8,
+    GetGen = 16,
 }
 
 /// A growing list of netlink attributes.
@@ -139,8 +140,19 @@ impl Default for Batch {
 
 impl Batch {
     pub fn new() -> Self {
+        Batch::begin(&Attrs::new())
+    }
+
+    /// A batch the kernel refuses with `ERESTART` if the ruleset changed since generation `genid` (what we
+    /// based the batch on is then stale: another writer got in between).
+    pub fn based_on(genid: u32) -> Self {
+        const NFNL_BATCH_GENID: u16 = 1;
+        Batch::begin(Attrs::new().be32(NFNL_BATCH_GENID, genid))
+    }
+
+    fn begin(attrs: &Attrs) -> Self {
         let mut batch = Batch { buf: Vec::new(), seq: 0, what: Vec::new() };
-        batch.push(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES, &Attrs::new());
+        batch.push(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES, attrs);
         batch
     }
 
@@ -279,6 +291,40 @@ impl NfSocket {
             })?;
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// The ruleset generation, which every committed batch increments.
+    pub fn generation(&self) -> Result<u32, WireError> {
+        const NFT_MSG_NEWGEN: u16 = (NFNL_SUBSYS_NFTABLES << 8) | 15;
+        const NFTA_GEN_ID: u16 = 1;
+        let mut buf = Vec::new();
+        push_message(&mut buf, nft_type(MsgType::GetGen), NLM_F_REQUEST | NLM_F_ACK, 1, 0, 0, &[]);
+        send(self.fd.as_raw_fd(), &buf, MsgFlags::empty()).map_err(WireError::Io)?;
+        let (mut genid, mut done) = (None, false);
+        while !done {
+            self.receive(|reply| {
+                match reply.kind {
+                    NFT_MSG_NEWGEN => {
+                        genid = parse_attrs(reply.body.get(4..).ok_or(WireError::Malformed)?)
+                            .find(|(kind, _)| *kind == NFTA_GEN_ID)
+                            .and_then(|(_, value)| Some(u32::from_be_bytes(value.try_into().ok()?)));
+                    }
+                    NLMSG_ERROR => {
+                        done = true;
+                        let errno = error_code(reply.body)?;
+                        if errno != 0 {
+                            return Err(WireError::Rejected {
+                                what: "read the ruleset generation".to_owned(),
+                                source: io::Error::from_raw_os_error(-errno),
+                            });
+                        }
+                    }
+                    _ => {}
+                }
+                Ok(())
+            })?;
+        }
+        genid.ok_or(WireError::Malformed)
     }
 
     /// Dumps objects (`GetRule`, `GetChain`) of `family` matching `filter`; returns each object's attributes.
