@@ -246,12 +246,14 @@ fn prepare_run_dir() -> Result<(), NetnsError> {
         Ok(()) | Err(Errno::EEXIST) => {}
         Err(source) => return Err(NetnsError::RunDir { dir, source }),
     }
-    let make_shared = || mount(None::<&str>, dir, Some("none"), MsFlags::MS_SHARED | MsFlags::MS_REC, None::<&str>);
-    match make_shared() {
+    let make_shared = |flags| mount(None::<&str>, dir, Some("none"), MsFlags::MS_SHARED | flags, None::<&str>);
+    // Not recursive (iproute2 uses MS_REC every time): the names below it were mounted while it was shared and
+    // are shared already, and a recursive change walks every one of them, which makes N adds cost O(N^2).
+    match make_shared(MsFlags::empty()) {
         Ok(()) => Ok(()),
-        // Not a mount point yet: bind it onto itself, then it can be made shared.
+        // Not a mount point yet: bind it onto itself, then make it and anything below it shared.
         Err(Errno::EINVAL) => mount(Some(dir), dir, Some("none"), MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .and_then(|()| make_shared())
+            .and_then(|()| make_shared(MsFlags::MS_REC))
             .map_err(|source| NetnsError::RunDir { dir, source }),
         Err(source) => Err(NetnsError::RunDir { dir, source }),
     }

@@ -119,13 +119,19 @@ pub fn add(spec: &VethSpec) -> Result<(), VethError> {
     let host_ns = spec.host_netns.as_deref().map(open_named).transpose()?;
     let host_fd = host_ns.as_ref().map(File::as_fd);
 
-    in_netns(host_fd, || create_pair(spec, target.as_fd()))??;
-    let configured = in_netns(host_fd, || configure_host_end(spec))
-        .map_err(VethError::from)
-        .and_then(|r| r)
-        .and_then(|()| in_netns(Some(target.as_fd()), || configure_peer_end(spec)).map_err(VethError::from))
-        .and_then(|r| r);
-    if configured.is_err() {
+    // One thread (and netlink connection) per namespace: create and configure the host end, then the peer.
+    let mut created = false;
+    let configured = in_netns(host_fd, || {
+        let rtnl = Rtnl::connect()?;
+        create_pair(&rtnl, spec, target.as_fd())?;
+        created = true;
+        configure_host_end(&rtnl, spec)
+    })
+    .map_err(VethError::from)
+    .and_then(|r| r)
+    .and_then(|()| in_netns(Some(target.as_fd()), || configure_peer_end(spec)).map_err(VethError::from))
+    .and_then(|r| r);
+    if configured.is_err() && created {
         match in_netns(host_fd, || delete_link(&spec.host, &spec.host_label(), false)) {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::warn!("cannot remove veth {:?} after a failed add: {err}", spec.host),
@@ -150,8 +156,7 @@ fn netns_label(name: Option<&str>) -> String {
 }
 
 /// One `RTM_NEWLINK`: the host end up, the peer created directly inside `target`.
-fn create_pair(spec: &VethSpec, target: BorrowedFd<'_>) -> Result<(), VethError> {
-    let rtnl = Rtnl::connect()?;
+fn create_pair(rtnl: &Rtnl, spec: &VethSpec, target: BorrowedFd<'_>) -> Result<(), VethError> {
     // Not up yet: veth refuses to open an end whose peer is not linked (ENOTCONN), as the peer is at this point.
     let mut peer = LinkUnspec::new_with_name(&spec.peer).setns_by_fd(target.as_raw_fd());
     let mut pair = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth).name(spec.host.clone()).up();
@@ -165,7 +170,7 @@ fn create_pair(spec: &VethSpec, target: BorrowedFd<'_>) -> Result<(), VethError>
         Ok(()) => Ok(()),
         Err(err) if errno_of(&err) == Some(libc::EEXIST) => {
             // Say which end clashes: the host end if it exists here, else the peer in the target.
-            if rtnl.run(find_link(&rtnl, &spec.host)).is_ok_and(|link| link.is_some()) {
+            if rtnl.run(find_link(rtnl, &spec.host)).is_ok_and(|link| link.is_some()) {
                 Err(VethError::Exists { name: spec.host.clone(), netns: spec.host_label() })
             } else {
                 Err(VethError::Exists { name: spec.peer.clone(), netns: netns_label(Some(&spec.netns)) })
@@ -177,13 +182,12 @@ fn create_pair(spec: &VethSpec, target: BorrowedFd<'_>) -> Result<(), VethError>
     }
 }
 
-fn configure_host_end(spec: &VethSpec) -> Result<(), VethError> {
+fn configure_host_end(rtnl: &Rtnl, spec: &VethSpec) -> Result<(), VethError> {
     let Some(address) = spec.address else {
         return Ok(());
     };
-    let rtnl = Rtnl::connect()?;
-    let index = link_index(&rtnl, &spec.host, &spec.host_label())?;
-    add_address(&rtnl, index, &spec.host, address)
+    let index = link_index(rtnl, &spec.host, &spec.host_label())?;
+    add_address(rtnl, index, &spec.host, address)
 }
 
 fn configure_peer_end(spec: &VethSpec) -> Result<(), VethError> {
