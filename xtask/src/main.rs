@@ -4,6 +4,7 @@
 //! The two commands the README documents are `cargo xtask run` and `cargo xtask test`; both first make sure
 //! the eBPF toolchain is installed (see [`setup`]).
 
+mod bench;
 mod cmd;
 mod lint;
 mod run;
@@ -32,6 +33,9 @@ enum Task {
     Test(test::TestArgs),
     /// Set up, build in release mode and run the agent (`netns-monitor run`) with the given arguments.
     Run(run::RunArgs),
+    /// Run a benchmark (builds what it measures in release mode; needs root).
+    #[command(subcommand)]
+    Bench(bench::Bench),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
         Task::Lint => lint::lint(),
         Task::Test(args) => test::test(&args),
         Task::Run(args) => run::run(&args),
+        Task::Bench(bench) => bench::bench(&bench),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,8 +18,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the build needs.
 const BUILD_PACKAGES: &[&str] = &["llvm-22-dev"];
-/// Debian packages the test suite uses (oracles: `ip`, `nsenter`, `unshare`).
-const TEST_PACKAGES: &[&str] = &["iproute2", "util-linux"];
+/// Debian packages the test suite uses (oracles: `ip`, `nsenter`, `unshare`, `nft`).
+const TEST_PACKAGES: &[&str] = &["iproute2", "util-linux", "nftables"];
 
 #[derive(Debug, Default, clap::Args)]
 pub struct SetupArgs {

@@ -4,6 +4,9 @@
 //! that parses but is wrong, e.g. a namespace name that does not exist). Errors are printed to stderr with
 //! their whole cause chain. This is an edge of the program, so it uses `anyhow` for context.
 
+mod list;
+mod net;
+mod netns;
 mod run;
 mod trace;
 
@@ -32,6 +35,34 @@ pub enum Command {
     /// comm), which syscall, which namespace types changed, old and new inodes (network namespaces with their
     /// names), and the result. Network namespaces being created and destroyed are shown too. Needs root.
     Trace(trace::TraceArgs),
+    /// Create a named network namespace (under /run/netns, as `ip netns add`) and bring its `lo` up.
+    Add(netns::AddArgs),
+    /// Delete a named namespace (or all with --all), with its nat/forward rules.
+    Del(netns::DelArgs),
+    /// List every network namespace: named, bind-mounted (Docker, CNI) and held only by processes.
+    ///
+    /// Columns: INODE (the identity), NSID (as seen from the current namespace), NAMES (/run/netns names, else
+    /// bind-mount paths), PROCS, INTERFACES (count), SOURCE (named, bind-mount, process, fd) and CONTAINER
+    /// (runtime and short id from the processes' cgroup path).
+    List(list::ListArgs),
+    /// Run a command in a named namespace, like `ip netns exec`: private mounts, /sys for the namespace,
+    /// /etc/netns/NAME/* bound over /etc. Exits with the command's exit code.
+    Exec(netns::ExecArgs),
+    /// Print the names of the network namespace of PID (default: this process).
+    Identify(netns::IdentifyArgs),
+    /// Print the processes in a named namespace.
+    Pids(netns::PidsArgs),
+    /// Give a process's network namespace a name under /run/netns (a bind mount), so `ip netns` sees it.
+    Attach(netns::AttachArgs),
+    /// Veth pairs between the host (or a namespace) and a namespace.
+    #[command(subcommand)]
+    Veth(net::VethCommand),
+    /// Masquerade a namespace's traffic out of a host interface (nftables, over netlink).
+    #[command(subcommand)]
+    Nat(net::NatCommand),
+    /// Forward a host port into a namespace (nftables DNAT, over netlink).
+    #[command(subcommand)]
+    Forward(net::ForwardCommand),
 }
 
 /// Input that parses but is wrong: reported like any error, with exit code 2.
@@ -57,6 +88,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args).await,
         Command::Trace(args) => trace::run(args).await,
+        Command::Add(args) => netns::add(args),
+        Command::Del(args) => netns::del(args),
+        Command::List(args) => list::list(args),
+        Command::Exec(args) => netns::exec(args),
+        Command::Identify(args) => netns::identify(args),
+        Command::Pids(args) => netns::pids(args),
+        Command::Attach(args) => netns::attach(args),
+        Command::Veth(command) => net::veth(command),
+        Command::Nat(command) => net::nat(command),
+        Command::Forward(command) => net::forward(command),
     }
 }
 

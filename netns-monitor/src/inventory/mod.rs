@@ -10,11 +10,19 @@
 //!
 //! Threads that moved to another namespace than their process are not scanned (as `lsns`), nor are
 //! namespaces kept alive only by kernel objects (a socket, a child user namespace).
+//!
+//! Beyond discovery: [`container`] reads a container hint from a process's cgroup path, and [`details`]
+//! asks the kernel for each namespace's NSID and interfaces.
 
+pub mod container;
+pub mod details;
 mod scan;
 
 use std::{collections::BTreeMap, path::PathBuf};
 
+pub use container::ContainerHint;
+pub use details::{Details, details};
+pub(crate) use scan::nsfs_inode;
 pub use scan::{NETNS_RUN_DIR, ScanOptions, parse_ns_link};
 
 /// Errors discovering namespaces. Per-process failures (a process that exits mid-scan, or one whose
@@ -61,6 +69,9 @@ pub struct Netns {
     pub names: Vec<String>,
     /// Other nsfs bind mounts (mount point as seen in the mount namespace that holds it), sorted.
     pub bind_mounts: Vec<PathBuf>,
+    /// One process per mount namespace that showed a bind mount, to open it via `/proc/PID/root` when it is
+    /// not visible from ours. Ascending.
+    pub bind_mount_pids: Vec<u32>,
     /// Processes whose network namespace this is, ascending.
     pub pids: Vec<u32>,
     /// Processes holding an fd to it (only with [`ScanOptions::fds`]), ascending.

@@ -40,7 +40,7 @@ pub(super) fn scan(options: &ScanOptions) -> Result<Inventory, InventoryError> {
     let pids = pids()?;
     let mut mount_namespaces = HashSet::new();
     let mut unreadable = 0;
-    let mut bind_mounts = BTreeMap::<u32, Vec<PathBuf>>::new();
+    let mut bind_mounts = BTreeMap::<u32, (Vec<PathBuf>, Vec<u32>)>::new();
     // Our own mount namespace first, then one process of every other: nsfs bind mounts live per mount namespace.
     for pid in std::iter::once("self".to_owned()).chain(pids.iter().map(u32::to_string)) {
         let Some(mnt) = ns_inode(&pid, "mnt") else {
@@ -60,13 +60,21 @@ pub(super) fn scan(options: &ScanOptions) -> Result<Inventory, InventoryError> {
                 // A name; already found through the directory (or stale in another mount namespace).
                 continue;
             }
-            bind_mounts.entry(inode).or_default().push(mount.mount_point);
+            let (paths, holders) = bind_mounts.entry(inode).or_default();
+            paths.push(mount.mount_point);
+            let holder = if pid == "self" { std::process::id() } else { pid.parse().unwrap_or_default() };
+            if holders.last() != Some(&holder) {
+                holders.push(holder);
+            }
         }
     }
-    for (inode, mut paths) in bind_mounts {
+    for (inode, (mut paths, mut holders)) in bind_mounts {
         paths.sort();
         paths.dedup();
-        entry(&mut namespaces, inode).bind_mounts = paths;
+        holders.sort_unstable();
+        let ns = entry(&mut namespaces, inode);
+        ns.bind_mounts = paths;
+        ns.bind_mount_pids = holders;
     }
 
     for &pid in &pids {

@@ -60,7 +60,7 @@ impl Tracker {
         let mut tracker =
             Self { handle, notifications, by_id: HashMap::new(), by_inode: HashMap::new(), own_inode, untracked: 0 };
         for ns in inventory.namespaces.values() {
-            tracker.track(ns.inode, || open_from_inventory(ns)).await;
+            tracker.track(ns.inode, || ns.open()).await;
         }
         Ok(tracker)
     }
@@ -76,7 +76,7 @@ impl Tracker {
             .find_map(|path| open_if(&path, inode));
         let file = match from_creator {
             Some(file) => Some(file),
-            None => rescan().and_then(|inventory| inventory.get(inode).and_then(open_from_inventory)),
+            None => rescan().and_then(|inventory| inventory.get(inode).and_then(Netns::open)),
         };
         self.track(inode, || file).await;
     }
@@ -134,22 +134,4 @@ impl Tracker {
 fn open_if(path: &str, inode: u32) -> Option<File> {
     let file = File::open(path).ok()?;
     (file.metadata().ok()?.ino() == u64::from(inode)).then_some(file)
-}
-
-/// Opens a namespace through anything the inventory found pointing at it.
-fn open_from_inventory(ns: &Netns) -> Option<File> {
-    let inode = ns.inode;
-    let named = ns.names.iter().map(|n| format!("{}/{n}", crate::inventory::NETNS_RUN_DIR));
-    let bound = ns.bind_mounts.iter().filter_map(|p| p.to_str().map(str::to_owned));
-    let procs = ns.pids.iter().map(|pid| format!("/proc/{pid}/ns/net"));
-    if let Some(file) = named.chain(bound).chain(procs).find_map(|path| open_if(&path, inode)) {
-        return Some(file);
-    }
-    // Held only by an fd: open the holder's fd.
-    ns.fd_holders.iter().find_map(|pid| {
-        fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten().find_map(|fd| {
-            let link = fs::read_link(fd.path()).ok()?;
-            (parse_ns_link(link.to_str()?, "net") == Some(inode)).then(|| open_if(fd.path().to_str()?, inode))?
-        })
-    })
 }

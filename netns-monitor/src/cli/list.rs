@@ -1,0 +1,93 @@
+//! `list`: every network namespace on the host, named or not.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::inventory::{self, ContainerHint, Inventory, ScanOptions, Source, container};
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print one JSON document (an array) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also find namespaces held only by an open file descriptor (walks every process's fds).
+    #[arg(long)]
+    pub fds: bool,
+}
+
+/// One row, as printed.
+#[derive(Debug, serde::Serialize)]
+struct Row {
+    inode: u32,
+    /// NSID in the current namespace, if one is assigned.
+    nsid: Option<i32>,
+    names: Vec<String>,
+    bind_mounts: Vec<std::path::PathBuf>,
+    pids: Vec<u32>,
+    fd_holders: Vec<u32>,
+    /// Interface names; null if the namespace could not be entered.
+    interfaces: Option<Vec<String>>,
+    source: Source,
+    container: Option<ContainerHint>,
+}
+
+pub fn list(ListArgs { json, fds }: ListArgs) -> anyhow::Result<ExitCode> {
+    let inventory = Inventory::scan(&ScanOptions { fds }).context("cannot list the namespaces")?;
+    let mut details = inventory::details(&inventory).context("cannot read namespace details")?;
+    let rows: Vec<Row> = inventory
+        .namespaces
+        .values()
+        .map(|ns| {
+            let details = details.remove(&ns.inode).unwrap_or_default();
+            Row {
+                inode: ns.inode,
+                nsid: details.nsid,
+                names: ns.names.clone(),
+                bind_mounts: ns.bind_mounts.clone(),
+                pids: ns.pids.clone(),
+                fd_holders: ns.fd_holders.clone(),
+                interfaces: details.interfaces,
+                source: ns.source(),
+                // A few processes are enough: a container's processes share its cgroup subtree.
+                container: container::of_pids(&ns.pids, 4),
+            }
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows).context("cannot encode JSON")?);
+    } else {
+        print_table(&rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(rows: &[Row]) {
+    let header = ["INODE", "NSID", "NAMES", "PROCS", "INTERFACES", "SOURCE", "CONTAINER"].map(str::to_owned);
+    let body = rows.iter().map(|row| {
+        let names = if !row.names.is_empty() {
+            row.names.join(",")
+        } else if !row.bind_mounts.is_empty() {
+            row.bind_mounts.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",")
+        } else {
+            "-".to_owned()
+        };
+        [
+            row.inode.to_string(),
+            row.nsid.map_or_else(|| "-".to_owned(), |id| id.to_string()),
+            names,
+            row.pids.len().to_string(),
+            row.interfaces.as_ref().map_or_else(|| "?".to_owned(), |i| i.len().to_string()),
+            row.source.as_str().to_owned(),
+            row.container.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string),
+        ]
+    });
+    let table: Vec<[String; 7]> = std::iter::once(header).chain(body).collect();
+    let widths: Vec<usize> =
+        (0..7).map(|col| table.iter().map(|r| r[col].chars().count()).max().unwrap_or(0)).collect();
+    for row in &table {
+        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}

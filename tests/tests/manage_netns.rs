@@ -1,0 +1,229 @@
+//! Named namespaces: `add`/`del`/`exec`/`identify`/`pids`/`attach` interoperate with iproute2 in both
+//! directions, `exec` has `ip netns exec`'s semantics, concurrent `add`s have one winner, and bad input is
+//! refused with exit code 2 and nothing left behind. The oracle is the kernel and iproute2.
+
+use std::{
+    path::Path,
+    process::{Child, Command},
+    sync::{Arc, Barrier},
+    time::Duration,
+};
+
+use netns_monitor_tests::{
+    inode,
+    netns::{NetnsGuard, cli, fails, ip_netns_list, ok, run, sh, sh_ok, wait_until},
+    require_root, unique_name,
+};
+
+/// Kills and reaps the child on drop.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run_dir_entry(name: &str) -> bool {
+    Path::new("/run/netns").join(name).symlink_metadata().is_ok()
+}
+
+#[test]
+fn add_is_seen_by_iproute2_and_del_removes_it() {
+    require_root();
+    let name = unique_name("nsm-add");
+    let _guard = NetnsGuard::new(&name);
+    ok(&["add", &name]);
+
+    assert!(ip_netns_list().contains(&name), "ip netns list shows {name}");
+    let lo = sh_ok("ip", &["-n", &name, "link", "show", "lo"]);
+    assert!(lo.contains("UP"), "add brings lo up: {lo}");
+    let identify = sh_ok("ip", &["netns", "exec", &name, "ip", "netns", "identify"]);
+    assert_eq!(identify.trim(), name, "a process entered by iproute2 is in our namespace");
+    let addr = sh_ok("ip", &["-n", &name, "addr"]);
+    assert!(addr.contains("127.0.0.1/8"), "ip -n NAME addr works on ours: {addr}");
+
+    ok(&["del", &name]);
+    assert!(!ip_netns_list().contains(&name), "gone from ip netns list");
+    assert!(!run_dir_entry(&name), "no file left under /run/netns");
+}
+
+#[test]
+fn iproute2_namespaces_are_seen_by_ours() {
+    require_root();
+    let name = unique_name("nsm-ipr");
+    let _guard = NetnsGuard::new(&name);
+    sh_ok("ip", &["netns", "add", &name]);
+    let expected_inode = inode(Path::new("/run/netns").join(&name));
+
+    let list: serde_json::Value = serde_json::from_str(&ok(&["list", "--json"])).expect("list --json is JSON");
+    let entry = list
+        .as_array()
+        .expect("an array")
+        .iter()
+        .find(|ns| ns["names"].as_array().is_some_and(|n| n.iter().any(|n| n == name.as_str())))
+        .unwrap_or_else(|| panic!("{name} in list --json: {list:#}"));
+    assert_eq!(entry["inode"], expected_inode, "inode as the kernel shows it");
+    assert_eq!(entry["source"], "named");
+    assert_eq!(entry["interfaces"], serde_json::json!(["lo"]), "a fresh namespace has only lo");
+
+    let table = ok(&["list"]);
+    let row = table.lines().find(|l| l.split_whitespace().nth(2) == Some(name.as_str())).expect("a table row");
+    assert!(row.starts_with(&expected_inode.to_string()), "row starts with the inode: {row}");
+    assert!(table.lines().next().unwrap().starts_with("INODE"), "header: {table}");
+
+    let out = cli().args(["exec", &name, "--", "ip", "netns", "identify"]).output().expect("run exec");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), name, "our exec enters their namespace");
+
+    ok(&["del", &name]);
+    assert!(!ip_netns_list().contains(&name), "our del removes their namespace");
+}
+
+#[test]
+fn identify_and_pids_agree_with_iproute2() {
+    require_root();
+    let name = unique_name("nsm-pid");
+    let _guard = NetnsGuard::new(&name);
+    ok(&["add", &name]);
+    // `ip netns exec` execs the command in place, so the child's pid is sleep's.
+    let child = ChildGuard(Command::new("ip").args(["netns", "exec", &name, "sleep", "60"]).spawn().expect("spawn"));
+    let pid = child.0.id().to_string();
+    wait_until(Duration::from_secs(10), "the child to enter the namespace", || {
+        sh_ok("ip", &["netns", "pids", &name]).lines().any(|l| l == pid)
+    });
+
+    assert_eq!(ok(&["pids", &name]), sh_ok("ip", &["netns", "pids", &name]), "pids NAME = ip netns pids NAME");
+    assert_eq!(ok(&["identify", &pid]).trim(), name);
+    assert_eq!(ok(&["identify", &pid]), sh_ok("ip", &["netns", "identify", &pid]), "identify = ip netns identify");
+    // iproute2 prints an empty line for an unnamed namespace; we print no line.
+    assert_eq!(ok(&["identify"]).trim(), sh_ok("ip", &["netns", "identify", &std::process::id().to_string()]).trim());
+}
+
+#[test]
+fn exec_has_ip_netns_exec_semantics() {
+    require_root();
+    let name = unique_name("nsm-exec");
+    let _guard = NetnsGuard::new(&name);
+    ok(&["add", &name]);
+    let etc = Path::new("/etc/netns").join(&name);
+    std::fs::create_dir_all(&etc).expect("mkdir /etc/netns/NAME");
+    struct RemoveDir(std::path::PathBuf);
+    impl Drop for RemoveDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _etc_guard = RemoveDir(etc.clone());
+    let marker = format!("10.9.9.9 {name}-host");
+    std::fs::write(etc.join("hosts"), format!("{marker}\n")).expect("write hosts");
+
+    let script = "cat /etc/hosts; echo ---; ls /sys/class/net; echo ---; readlink /proc/self/ns/net; exit 7";
+    let out = cli().args(["exec", &name, "--", "sh", "-c", script]).output().expect("run exec");
+    assert_eq!(out.status.code(), Some(7), "the command's exit code is passed through");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let parts: Vec<&str> = stdout.split("---\n").collect();
+    assert_eq!(parts[0].trim(), marker, "/etc/netns/NAME/hosts is bound over /etc/hosts");
+    assert_eq!(parts[1].split_whitespace().collect::<Vec<_>>(), ["lo"], "/sys shows the namespace's interfaces");
+    let expected = format!("net:[{}]", inode(Path::new("/run/netns").join(&name)));
+    assert_eq!(parts[2].trim(), expected, "the command runs in the namespace");
+    let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    assert!(!host_hosts.contains(&marker), "the bind mount did not leak to the host");
+
+    let killed = run(&["exec", &name, "--", "sh", "-c", "kill -TERM $$"]);
+    assert_eq!(killed.status.code(), Some(128 + 15), "killed by SIGTERM: 128+15 like a shell");
+    let missing = run(&["exec", &name, "--", "/nonexistent/program"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/program"), "names the program");
+}
+
+#[test]
+fn concurrent_adds_of_one_name_have_one_winner() {
+    require_root();
+    let name = unique_name("nsm-race");
+    let _guard = NetnsGuard::new(&name);
+    const RACERS: usize = 6;
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let racers: Vec<_> = (0..RACERS)
+        .map(|_| {
+            let (barrier, name) = (barrier.clone(), name.clone());
+            std::thread::spawn(move || {
+                let mut command = cli();
+                command.args(["add", &name]);
+                barrier.wait();
+                command.output().expect("run add")
+            })
+        })
+        .collect();
+    let outputs: Vec<_> = racers.into_iter().map(|r| r.join().expect("racer")).collect();
+    let winners = outputs.iter().filter(|o| o.status.success()).count();
+    assert_eq!(winners, 1, "exactly one add wins: {outputs:#?}");
+    for loser in outputs.iter().filter(|o| !o.status.success()) {
+        assert_eq!(loser.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&loser.stderr);
+        assert!(stderr.contains(&format!("namespace {name:?} already exists")), "clear error: {stderr}");
+    }
+    assert_eq!(ip_netns_list().iter().filter(|n| **n == name).count(), 1);
+    assert!(sh_ok("ip", &["-n", &name, "link", "show", "lo"]).contains("UP"), "the winner's namespace is whole");
+}
+
+#[test]
+fn bad_input_is_refused_and_leaves_nothing() {
+    require_root();
+    let long = "x".repeat(256);
+    for (bad, reason) in
+        [("", "it is empty"), (".", "not allowed"), ("..", "not allowed"), ("a/b", "'/'"), (long.as_str(), "longer")]
+    {
+        let stderr = fails(&["add", bad], 2);
+        assert!(stderr.contains("invalid namespace name") && stderr.contains(reason), "{bad:?}: {stderr}");
+    }
+    assert!(!run_dir_entry("a"), "a/b made nothing");
+
+    let name = unique_name("nsm-bad");
+    let _guard = NetnsGuard::new(&name);
+    let missing = format!("{name}-missing");
+    let stderr = fails(&["del", &missing], 2);
+    assert!(stderr.contains(&format!("namespace {missing:?} does not exist")), "{stderr}");
+    for args in [vec!["exec", missing.as_str(), "true"], vec!["pids", missing.as_str()]] {
+        assert!(fails(&args, 2).contains("does not exist"), "{args:?}");
+    }
+    assert!(!run_dir_entry(&missing));
+
+    ok(&["add", &name]);
+    let before = inode(Path::new("/run/netns").join(&name));
+    assert!(fails(&["add", &name], 2).contains("already exists"));
+    assert_eq!(inode(Path::new("/run/netns").join(&name)), before, "the existing namespace is untouched");
+
+    // A pid that does not exist (above the kernel's maximum).
+    let stderr = fails(&["identify", "99999999"], 2);
+    assert!(stderr.contains("process 99999999 does not exist"), "{stderr}");
+    let attach_name = format!("{name}-att");
+    let _attach_guard = NetnsGuard::new(&attach_name);
+    let stderr = fails(&["attach", &attach_name, "99999999"], 2);
+    assert!(stderr.contains("process 99999999 does not exist"), "{stderr}");
+    assert!(!run_dir_entry(&attach_name), "a failed attach leaves no file under /run/netns");
+    assert!(fails(&["attach", &name, &std::process::id().to_string()], 2).contains("already exists"));
+
+    // Usage errors from the parser are exit 2 as well.
+    fails(&["identify", "not-a-pid"], 2);
+    fails(&["attach", &attach_name], 2);
+}
+
+#[test]
+fn del_all_removes_every_name() {
+    require_root();
+    // In a private mount namespace with its own empty /run/netns, so other tests' namespaces are not touched.
+    let bin = env!("CARGO_BIN_EXE_netns-monitor-cli");
+    assert_eq!(Path::new(bin), netns_monitor_tests::netns::cli_path(), "the binary the other tests run");
+    let script = format!(
+        "set -e; mkdir -p /run/netns; mount -t tmpfs tmpfs /run/netns; {bin} add one; {bin} add two; \
+         ip netns list | sort | tr '\\n' ' '; echo; {bin} del --all; ls -A /run/netns | wc -l"
+    );
+    let out = sh("unshare", &["--mount", "--propagation", "private", "sh", "-c", &script]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "script failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0].trim(), "one two", "both created and visible to iproute2");
+    assert_eq!(lines[1].trim(), "0", "del --all leaves /run/netns empty");
+}
