@@ -167,18 +167,10 @@ pub async fn collect_until_sentinel(stream: &mut EventStream, tid: u32, deadline
     seen
 }
 
-/// The CLI under test, built by `cargo test` from the product's main.rs. A macro because only integration
-/// tests see `CARGO_BIN_EXE_*`.
-#[macro_export]
-macro_rules! cli {
-    () => {
-        $crate::cli_command(env!("CARGO_BIN_EXE_netns-monitor-cli"))
-    };
-}
-
-/// `binary` with logging at info (tests wait for log lines) and killed if the test drops it.
-pub fn cli_command(binary: &str) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(binary);
+/// The CLI under test ([`netns::cli_path`]) as an async command, with logging at info (tests wait for log
+/// lines) and killed if the test drops it.
+pub fn cli_command() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(netns::cli_path());
     cmd.env("RUST_LOG", "info").kill_on_drop(true);
     cmd
 }
@@ -191,10 +183,10 @@ pub struct TraceProcess {
 }
 
 impl TraceProcess {
-    /// Starts `BINARY trace ARGS` and waits (up to 30 s) until it reports its programs attached.
-    pub async fn start(binary: &str, args: &[&str]) -> Self {
+    /// Starts `netns-monitor trace ARGS` and waits (up to 30 s) until it reports its programs attached.
+    pub async fn start(args: &[&str]) -> Self {
         use tokio::io::AsyncBufReadExt as _;
-        let mut child = cli_command(binary)
+        let mut child = cli_command()
             .arg("trace")
             .args(args)
             .stdout(std::process::Stdio::piped())

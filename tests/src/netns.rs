@@ -223,3 +223,32 @@ pub fn wait_until(deadline: Duration, what: &str, mut condition: impl FnMut() ->
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A socket address from an IP and a port.
+pub fn addr(ip: &str, port: u16) -> SocketAddr {
+    format!("{ip}:{port}").parse().expect("socket address")
+}
+
+/// A named namespace plus a veth to it from the host, addressed `NET.1/24` (host) / `NET.2/24` (namespace),
+/// with a default route via the host. Returns its guard and the host-side interface name.
+pub fn attached(prefix: &str, net: &str) -> (NetnsGuard, String) {
+    let name = crate::unique_name(prefix);
+    let host_if = crate::unique_name("h");
+    let guard = NetnsGuard::new(&name).link(&host_if);
+    ok(&["add", &name]);
+    ok(&[
+        "veth",
+        "add",
+        &host_if,
+        "eth0",
+        "--netns",
+        &name,
+        "--address",
+        &format!("{net}.1/24"),
+        "--peer-address",
+        &format!("{net}.2/24"),
+        "--peer-gateway",
+        &format!("{net}.1"),
+    ]);
+    (guard, host_if)
+}

@@ -3,42 +3,14 @@
 //! after `del` neither happens. Rules are idempotent, named after their namespace, and go with it.
 //! nft is the independent oracle for the ruleset; traffic only goes to the test's own namespaces.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use netns_monitor_tests::{
-    netns::{NetnsGuard, connect, exchange, fails, listen, nft_rules_of, ok, port, serve_once, subnet},
+    netns::{NetnsGuard, addr, attached, connect, exchange, fails, listen, nft_rules_of, ok, port, serve_once, subnet},
     require_root, unique_name,
 };
 
 const DEADLINE: Duration = Duration::from_secs(10);
-
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    format!("{ip}:{port}").parse().expect("socket address")
-}
-
-/// A named namespace with a veth from the host: host end `NET.1/24`, namespace end `NET.2/24`, default route
-/// via the host.
-fn attached(prefix: &str, net: &str) -> (NetnsGuard, String) {
-    let name = unique_name(prefix);
-    let host_if = unique_name("h");
-    let guard = NetnsGuard::new(&name).link(&host_if);
-    ok(&["add", &name]);
-    ok(&[
-        "veth",
-        "add",
-        &host_if,
-        "eth0",
-        "--netns",
-        &name,
-        "--address",
-        &format!("{net}.1/24"),
-        "--peer-address",
-        &format!("{net}.2/24"),
-        "--peer-gateway",
-        &format!("{net}.1"),
-    ]);
-    (guard, host_if)
-}
 
 #[test]
 fn forward_brings_outside_traffic_into_the_namespace_until_deleted() {

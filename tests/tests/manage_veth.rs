@@ -3,42 +3,14 @@
 //! direct pair; every bad input and a failure half-way are refused with nothing left behind.
 //! Traffic only goes to addresses of namespaces each test creates.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use netns_monitor_tests::{
-    netns::{NetnsGuard, connect, exchange, fails, listen, ok, port, serve_once, sh, sh_ok, subnet},
+    netns::{NetnsGuard, addr, attached, connect, exchange, fails, listen, ok, port, serve_once, sh, sh_ok, subnet},
     require_root, unique_name,
 };
 
 const DEADLINE: Duration = Duration::from_secs(10);
-
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    format!("{ip}:{port}").parse().expect("socket address")
-}
-
-/// A named namespace plus a veth to it from the host, addressed `NET.1` (host) / `NET.2` (namespace), with a
-/// default route via the host.
-fn attached(prefix: &str, net: &str) -> (NetnsGuard, String) {
-    let name = unique_name(prefix);
-    let host_if = unique_name("h");
-    let guard = NetnsGuard::new(&name).link(&host_if);
-    ok(&["add", &name]);
-    ok(&[
-        "veth",
-        "add",
-        &host_if,
-        "eth0",
-        "--netns",
-        &name,
-        "--address",
-        &format!("{net}.1/24"),
-        "--peer-address",
-        &format!("{net}.2/24"),
-        "--peer-gateway",
-        &format!("{net}.1"),
-    ]);
-    (guard, host_if)
-}
 
 fn link_exists(netns: Option<&str>, name: &str) -> bool {
     let mut args = Vec::new();

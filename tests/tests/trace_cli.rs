@@ -3,11 +3,10 @@
 
 use std::{fs::File, time::Duration};
 
-use netns_monitor_tests::{NamedNetns, TraceProcess, cli, require_root, run_ok, sentinel};
+use netns_monitor_tests::{NamedNetns, TraceProcess, cli_command, netns, require_root, run_ok, sentinel};
 use nix::sched::{CloneFlags, setns, unshare};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_netns-monitor-cli");
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// On a thread named `comm`: setns into `target`, setns back, unshare(CLONE_NEWUTS), then a failed setns.
@@ -33,7 +32,7 @@ async fn traced(comm: &str, target: &NamedNetns, filters: &[&str], count: usize)
     let count_arg = count.to_string();
     let mut args = vec!["--json", "--comm", comm, "--count", count_arg.as_str()];
     args.extend_from_slice(filters);
-    let trace = TraceProcess::start(BIN, &args).await;
+    let trace = TraceProcess::start(&args).await;
     let tid = known_actions(comm, target);
     let (lines, status) = trace.finish(DEADLINE).await;
     assert!(status.success(), "trace exited with {status}");
@@ -126,7 +125,7 @@ async fn pid_filter_in_the_kernel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duration_ends_the_trace() {
     require_root();
-    let trace = TraceProcess::start(BIN, &["--duration", "1", "--comm", "nsmt-nobody"]).await;
+    let trace = TraceProcess::start(&["--duration", "1", "--comm", "nsmt-nobody"]).await;
     let (lines, status) = trace.finish(DEADLINE).await;
     assert!(status.success());
     assert_eq!(lines.len(), 1, "only the table header: {lines:?}");
@@ -136,7 +135,7 @@ async fn duration_ends_the_trace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn table_names_namespaces_created_after_start() {
     require_root();
-    let trace = TraceProcess::start(BIN, &["--comm", "nsmt-late", "--count", "2"]).await;
+    let trace = TraceProcess::start(&["--comm", "nsmt-late", "--count", "2"]).await;
     // Named only now, after the trace started.
     let late = NamedNetns::new("nsm-late");
     known_actions("nsmt-late", &late);
@@ -151,7 +150,7 @@ async fn table_names_namespaces_created_after_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_of_a_named_namespace() {
     require_root();
-    let trace = TraceProcess::start(BIN, &["--json", "--type", "net"]).await;
+    let trace = TraceProcess::start(&["--json", "--type", "net"]).await;
     let target = NamedNetns::new("nsm-life");
     let inode = target.inode();
     drop(target);
@@ -180,7 +179,7 @@ async fn lifecycle_of_a_named_namespace() {
 
 /// Runs `netns-monitor ARGS` to completion and returns (exit code, stderr).
 async fn run_cli(args: &[&str]) -> (i32, String) {
-    let out = tokio::time::timeout(DEADLINE, cli!().args(args).output()).await.expect("exits").expect("runs");
+    let out = tokio::time::timeout(DEADLINE, cli_command().args(args).output()).await.expect("exits").expect("runs");
     (out.status.code().expect("exit code"), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -208,7 +207,7 @@ async fn bad_filters_exit_2_before_loading() {
 
 #[test]
 fn help_documents_the_filters() {
-    let out = run_ok(std::process::Command::new(BIN).args(["trace", "--help"]));
+    let out = run_ok(netns::cli().args(["trace", "--help"]));
     let help = String::from_utf8(out.stdout).unwrap();
     for flag in ["--json", "--pid", "--comm", "--netns", "--syscall", "--type", "--failed", "--count", "--duration"] {
         assert!(help.contains(flag), "{flag} missing from --help");

@@ -10,7 +10,6 @@ use nix::{
 };
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_netns-monitor-cli");
 const BURST: u64 = 20_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,7 +17,7 @@ async fn cli_warns_with_the_exact_lost_count() {
     require_root();
     let (a, b): (File, File) = (anonymous_netns(), anonymous_netns());
     let pid = std::process::id().to_string();
-    let mut trace = TraceProcess::start(BIN, &["--json", "--pid", &pid, "--ring-buffer-bytes", "4096"]).await;
+    let mut trace = TraceProcess::start(&["--json", "--pid", &pid, "--ring-buffer-bytes", "4096"]).await;
 
     let burster = setns_burst(a, b, BURST);
     // Read lines and warnings until every burst event is accounted for: printed, or counted as lost. The sum
