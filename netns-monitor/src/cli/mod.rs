@@ -74,20 +74,18 @@ pub struct UsageError(pub String);
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(err) => return report(anyhow::Error::new(err).context("cannot start the async runtime")),
-    };
-    match runtime.block_on(dispatch(cli)) {
+    match dispatch(cli) {
         Ok(code) => code,
         Err(err) => report(err),
     }
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+/// Runs a command. Only the long-running ones get an async runtime; the management verbs are synchronous (their
+/// netlink work runs on threads of its own) and start faster without one.
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run(args) => run::run(args).await,
-        Command::Trace(args) => trace::run(args).await,
+        Command::Run(args) => runtime()?.block_on(run::run(args)),
+        Command::Trace(args) => runtime()?.block_on(trace::run(args)),
         Command::Add(args) => netns::add(args),
         Command::Del(args) => netns::del(args),
         Command::List(args) => list::list(args),
@@ -99,6 +97,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Nat(command) => net::nat(command),
         Command::Forward(command) => net::forward(command),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
 }
 
 /// Resolves on the first SIGINT or SIGTERM.
