@@ -12,6 +12,7 @@ const EBPF_CRATE: &str = "netns-monitor-ebpf";
 const EBPF_BIN: &str = "netns-monitor";
 
 fn main() -> anyhow::Result<()> {
+    build_info();
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let root = manifest_dir.parent().ok_or_else(|| anyhow!("netns-monitor has no parent directory"))?.join(EBPF_CRATE);
     let root = root.to_str().context("netns-monitor-ebpf path is not UTF-8")?;
@@ -26,4 +27,24 @@ fn main() -> anyhow::Result<()> {
         fs::write(&object, []).with_context(|| format!("cannot create {}", object.display()))?;
     }
     Ok(())
+}
+
+/// Revision and compiler for `netns_monitor_build_info` ("unknown" outside a git checkout).
+fn build_info() {
+    let output = |program: &str, args: &[&str]| {
+        std::process::Command::new(program)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .map(|text| text.trim().to_owned())
+            .unwrap_or_else(|| "unknown".to_owned())
+    };
+    println!("cargo:rustc-env=NETNS_MONITOR_REVISION={}", output("git", &["rev-parse", "--short=12", "HEAD"]));
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let version = output(&rustc, &["--version"]);
+    // "rustc 1.95.0 (59807616e 2026-04-14)" -> "1.95.0"
+    println!("cargo:rustc-env=NETNS_MONITOR_RUSTC={}", version.split_whitespace().nth(1).unwrap_or("unknown"));
+    println!("cargo:rerun-if-changed=../.git/HEAD");
 }

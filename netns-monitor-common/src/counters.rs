@@ -6,5 +6,11 @@ pub const COUNTER_LOST_EVENTS: u32 = 0;
 pub const COUNTER_PENDING_FAILED: u32 = 1;
 /// A kernel memory read failed (`bpf_probe_read_kernel`), so some field of an event is 0.
 pub const COUNTER_READ_ERRORS: u32 = 2;
+/// A classifier could not tell a packet's namespace (a kernel read failed); the packet was not counted.
+pub const COUNTER_TRAFFIC_UNKNOWN_NETNS: u32 = 3;
+/// A classifier could not create the counters of a new interface (the `TRAFFIC` map is full).
+pub const COUNTER_TRAFFIC_MAP_FULL: u32 = 4;
+/// Highest ring buffer fill (bytes of unconsumed data) seen at a submit since userspace last reset it.
+pub const COUNTER_RINGBUF_HIGH_WATER: u32 = 5;
 /// Number of slots in the array.
-pub const COUNTER_SLOTS: u32 = 3;
+pub const COUNTER_SLOTS: u32 = 6;

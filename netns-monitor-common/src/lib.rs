@@ -9,6 +9,7 @@
 //! - [`ns`]: namespace type indexes and the `CLONE_NEW*` flags.
 //! - [`offsets`]: kernel struct field offsets, computed from BTF in userspace and set as a global.
 //! - [`tracepoint`]: the byte layout of the `syscalls` tracepoint records the programs read.
+//! - [`traffic`]: the per-interface counters of the tc/TCX classifiers.
 #![no_std]
 
 pub mod counters;
@@ -16,6 +17,7 @@ pub mod event;
 pub mod ns;
 pub mod offsets;
 pub mod tracepoint;
+pub mod traffic;
 
 /// Implements `aya::Pod` for types that are plain old data: `#[repr(C)]`, integers only, no padding holes.
 #[cfg(feature = "user")]
@@ -30,4 +32,4 @@ macro_rules! impl_pod {
 }
 
 #[cfg(feature = "user")]
-impl_pod!(event::TransitionEvent, offsets::KernelOffsets);
+impl_pod!(event::TransitionEvent, offsets::KernelOffsets, traffic::TrafficKey, traffic::TrafficCounters);

@@ -34,6 +34,10 @@ pub struct KernelOffsets {
     pub upid_size: u32,
     /// `upid.ns`
     pub upid_ns: u32,
+    /// `sk_buff.dev` (the classifiers' context is the kernel's `struct sk_buff *`)
+    pub skb_dev: u32,
+    /// `net_device.nd_net.net`
+    pub netdev_net: u32,
     /// `nsproxy` members, indexed like [`crate::ns`] (`NS_PID`, `NS_USER` have no nsproxy member and are
     /// [`UNAVAILABLE`] here; they are reached through `thread_pid` and `real_cred`).
     pub nsproxy_member: [u32; crate::ns::NS_COUNT],
@@ -57,10 +61,12 @@ impl KernelOffsets {
             pid_numbers: UNAVAILABLE,
             upid_size: UNAVAILABLE,
             upid_ns: UNAVAILABLE,
+            skb_dev: UNAVAILABLE,
+            netdev_net: UNAVAILABLE,
             nsproxy_member: [UNAVAILABLE; crate::ns::NS_COUNT],
             ns_inum: [UNAVAILABLE; crate::ns::NS_COUNT],
         }
     }
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 11 * 4 + 2 * 4 * crate::ns::NS_COUNT);
+const _: () = assert!(size_of::<KernelOffsets>() == 13 * 4 + 2 * 4 * crate::ns::NS_COUNT);

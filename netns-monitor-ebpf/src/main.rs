@@ -3,14 +3,18 @@
 //! - [`transitions`]: `syscalls` tracepoints on setns, unshare, clone and clone3 that report who moved between
 //!   which namespaces.
 //! - [`filter`]: load-time filters (globals) applied before anything reaches the ring buffer.
-//! - [`task`]: walks a `task_struct` to its namespace inodes with offsets computed from BTF by userspace.
-//! - [`maps`]: the maps shared by the programs (event ring buffer, pending calls, self-observation counters).
+//! - [`traffic`]: tc/TCX classifiers counting packets and bytes per (namespace, interface, direction, protocol).
+//! - [`task`]: walks a `task_struct` to its namespace inodes.
+//! - [`kernel`]: reads kernel memory with the struct offsets userspace computed from BTF.
+//! - [`maps`]: the maps shared by the programs (event ring buffer, pending calls, traffic, self-observation).
 #![no_std]
 #![no_main]
 
 mod filter;
+mod kernel;
 mod maps;
 mod task;
+mod traffic;
 mod transitions;
 
 #[cfg(not(test))]

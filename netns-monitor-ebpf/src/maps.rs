@@ -4,10 +4,15 @@
 //! loader may override (`EbpfLoader::map_max_entries`), e.g. a tiny ring buffer for the overflow test.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use netns_monitor_common::{counters::COUNTER_SLOTS, event::TransitionEvent};
+use netns_monitor_common::{
+    counters::COUNTER_SLOTS,
+    event::TransitionEvent,
+    traffic::{TrafficCounters, TrafficKey},
+};
 
 /// Events to userspace. 1 MiB holds about 6,200 events (160 bytes + 8 of header each): 25 ms of a one-core setns
 /// storm, so the reader can coalesce wake-ups (netns_monitor::trace::stream) without losing any.
@@ -24,6 +29,12 @@ pub static PENDING: LruHashMap<u32, TransitionEvent> = LruHashMap::with_max_entr
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
+/// Traffic counters per (namespace inode, ifindex), per CPU. Pinned by name under the agent's bpffs directory
+/// (/sys/fs/bpf/netns-monitor/TRAFFIC), so counting survives agent restarts. Not preallocated: 64k interfaces'
+/// worth of per-CPU values would be hundreds of MB on a large machine; entries cost memory only when used.
+#[map]
+pub static TRAFFIC: PerCpuHashMap<TrafficKey, TrafficCounters> = PerCpuHashMap::pinned(64 * 1024, BPF_F_NO_PREALLOC);
+
 /// Adds one to counter `slot` on this CPU.
 #[inline(always)]
 pub fn count(slot: u32) {
@@ -31,5 +42,18 @@ pub fn count(slot: u32) {
         // SAFETY: the pointer comes from a successful per-CPU array lookup, so it is valid and only this CPU
         // (with preemption disabled while the program runs) writes it.
         unsafe { *counter += 1 };
+    }
+}
+
+/// Raises counter `slot` on this CPU to `value` if it is higher (a high-water mark userspace resets).
+#[inline(always)]
+pub fn raise_to(slot: u32, value: u64) {
+    if let Some(counter) = COUNTERS.get_ptr_mut(slot) {
+        // SAFETY: as in `count`: this CPU's own slot, valid while the program runs.
+        unsafe {
+            if *counter < value {
+                *counter = value;
+            }
+        }
     }
 }

@@ -7,54 +7,26 @@
 //! - pid: `task->thread_pid->numbers[thread_pid->level].ns->ns.inum` (what `task_active_pid_ns` returns)
 //! - user: `task->real_cred->user_ns->ns.inum` (what `/proc/PID/ns/user` shows)
 //!
-//! A read that fails leaves that inode 0 and is counted in `COUNTER_READ_ERRORS`.
+//! A read that fails leaves that inode 0 and is counted in `COUNTER_READ_ERRORS` (see [`crate::kernel`]).
 
 use core::ptr;
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use aya_ebpf::helpers::bpf_get_current_task;
 use netns_monitor_common::{
-    counters::COUNTER_READ_ERRORS,
     ns::{NS_COUNT, NS_PID, NS_USER},
-    offsets::{KernelOffsets, UNAVAILABLE},
+    offsets::UNAVAILABLE,
 };
 
-use crate::maps::count;
-
-/// Set by userspace at load time (`EbpfLoader::override_global("OFFSETS", ..)`).
-#[unsafe(no_mangle)]
-static OFFSETS: KernelOffsets = KernelOffsets::unavailable();
-
-/// Reads one `u32` of `OFFSETS`. A volatile read, so the compiler cannot fold in the placeholder value the
-/// object file carries before userspace patches it.
-macro_rules! offset {
-    ($($field:tt)+) => {
-        // SAFETY: OFFSETS is a static that lives for the whole program; reading a field of it is always valid.
-        unsafe { ptr::read_volatile(&raw const OFFSETS.$($field)+) }
-    };
-}
+use crate::{
+    kernel::{inum, read},
+    offset,
+};
 
 /// The task the program runs in.
 #[inline(always)]
 pub fn current() -> *const u8 {
     // SAFETY: the helper has no preconditions; it returns the current task_struct pointer.
     unsafe { bpf_get_current_task() as *const u8 }
-}
-
-/// Reads a `T` at `base + offset` from kernel memory; `None` (counted) when the offset is unknown or the read
-/// fails.
-#[inline(always)]
-fn read<T>(base: *const u8, offset: u32) -> Option<T> {
-    if base.is_null() || offset == UNAVAILABLE {
-        return None;
-    }
-    // SAFETY: bpf_probe_read_kernel copes with any address (it faults safely); we only compute the address.
-    match unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()) } {
-        Ok(value) => Some(value),
-        Err(_) => {
-            count(COUNTER_READ_ERRORS);
-            None
-        }
-    }
 }
 
 /// `task->real_parent`.
@@ -73,12 +45,6 @@ pub fn tgid(task: *const u8) -> u32 {
 #[inline(always)]
 pub fn tid(task: *const u8) -> u32 {
     read::<i32>(task, offset!(task_pid)).map_or(0, |v| v as u32)
-}
-
-/// Inode of one namespace struct (`ns.inum` at the type's offset).
-#[inline(always)]
-fn inum(ns: *const u8, index: usize) -> u32 {
-    read::<u32>(ns, offset!(ns_inum[index])).unwrap_or(0)
 }
 
 /// Fills `out` with the inode of each namespace type of `task`, 0 where it cannot be read.

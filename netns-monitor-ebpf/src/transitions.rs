@@ -35,13 +35,14 @@
 
 use aya_ebpf::{
     EbpfContext as _,
+    bindings::BPF_RB_AVAIL_DATA,
     helpers::{bpf_get_current_comm, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_user},
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
 use aya_log_ebpf::warn;
 use netns_monitor_common::{
-    counters::{COUNTER_LOST_EVENTS, COUNTER_PENDING_FAILED, COUNTER_READ_ERRORS},
+    counters::{COUNTER_LOST_EVENTS, COUNTER_PENDING_FAILED, COUNTER_READ_ERRORS, COUNTER_RINGBUF_HIGH_WATER},
     event::{
         KIND_NETNS_CREATED, KIND_TRANSITION, SYSCALL_CLONE, SYSCALL_CLONE3, SYSCALL_NONE, SYSCALL_SETNS,
         SYSCALL_UNSHARE, TransitionEvent,
@@ -52,7 +53,7 @@ use netns_monitor_common::{
 
 use crate::{
     filter,
-    maps::{EVENTS, PENDING, count},
+    maps::{EVENTS, PENDING, count, raise_to},
     task,
 };
 
@@ -212,6 +213,7 @@ fn emit_exit(ctx: &TracePointContext) {
     if sent.is_err() {
         count(COUNTER_LOST_EVENTS);
     }
+    raise_to(COUNTER_RINGBUF_HIGH_WATER, EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)));
     let created = pending.syscall != SYSCALL_SETNS
         && pending.flags & CLONE_NEWNET != 0
         && pending.ret >= 0

@@ -3,6 +3,7 @@
 //! A map of the modules, in the order data flows through them:
 //! - [`bpf`]: mount tracefs/bpffs, compute struct offsets from BTF, load and attach the embedded programs.
 //! - [`trace`]: decode transition events and stream them out of the ring buffer.
+//! - [`traffic`]: attach the tc/TCX classifiers to every veth, pin them, read the per-interface counters.
 //! - [`agent`]: `netns-monitor run`, the long-running agent; takes its shutdown signal as a parameter.
 //! - [`inventory`]: discover every network namespace (named, bind-mounted, process- or fd-held).
 //! - [`lifecycle`]: follow namespaces to their destruction (netns ids and `RTM_DELNSID`).
@@ -18,3 +19,4 @@ pub mod lifecycle;
 pub mod manage;
 pub mod mountinfo;
 pub mod trace;
+pub mod traffic;

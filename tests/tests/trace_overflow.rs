@@ -18,7 +18,8 @@ async fn lost_count_equals_generated_minus_received() {
     require_root();
     // Made before loading: creating them is itself traced.
     let (a, b) = (anonymous_netns(), anonymous_netns());
-    let load = LoadOptions { ring_buffer_bytes: Some(4096), filter_pid: Some(std::process::id()) };
+    let load =
+        LoadOptions { ring_buffer_bytes: Some(4096), filter_pid: Some(std::process::id()), ..LoadOptions::default() };
     let mut probes = Probes::load(&load).expect("load with a one-page ring buffer");
     let mut events = probes.events().unwrap();
 

@@ -14,10 +14,13 @@ use std::path::PathBuf;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, MapError, PerCpuArray, RingBuf},
-    programs::{ProgramError, RawTracePoint, TracePoint},
+    programs::{ProgramError, RawTracePoint, SchedClassifier, TracePoint},
 };
 use aya_log::EbpfLogger;
-use netns_monitor_common::counters::{COUNTER_LOST_EVENTS, COUNTER_PENDING_FAILED, COUNTER_READ_ERRORS, COUNTER_SLOTS};
+use netns_monitor_common::counters::{
+    COUNTER_LOST_EVENTS, COUNTER_PENDING_FAILED, COUNTER_READ_ERRORS, COUNTER_RINGBUF_HIGH_WATER, COUNTER_SLOTS,
+    COUNTER_TRAFFIC_MAP_FULL, COUNTER_TRAFFIC_UNKNOWN_NETNS,
+};
 use tokio::io::unix::AsyncFd;
 
 use crate::trace::stream::EventStream;
@@ -29,6 +32,40 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 pub mod maps {
     pub const EVENTS: &str = "EVENTS";
     pub const COUNTERS: &str = "COUNTERS";
+    /// Pinned by name under the pin directory, so counting survives agent restarts.
+    pub const TRAFFIC: &str = "TRAFFIC";
+}
+
+/// Where maps and links are pinned so that programs keep counting while the agent is down.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/netns-monitor";
+
+/// Size of the event ring buffer when not overridden (`netns-monitor-ebpf/src/maps.rs`).
+pub const DEFAULT_RING_BUFFER_BYTES: u32 = 1024 * 1024;
+
+/// The two classifiers, by the direction they count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    pub const BOTH: [Direction; 2] = [Direction::Ingress, Direction::Egress];
+
+    /// Name of the classifier program in the object (also the `hook` metric label).
+    pub fn program(self) -> &'static str {
+        match self {
+            Direction::Ingress => "tc_ingress",
+            Direction::Egress => "tc_egress",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
 }
 
 /// Where a program attaches.
@@ -98,6 +135,22 @@ pub enum BpfError {
     },
     #[error("cannot watch the event ring buffer")]
     Poll(#[source] std::io::Error),
+    #[error("cannot create the pin directory {path}")]
+    PinDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot enable the kernel's BPF run-time statistics")]
+    Stats(#[source] aya::sys::SyscallError),
+}
+
+/// Kernel statistics of one program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub name: String,
+    pub run_time: std::time::Duration,
+    pub run_count: u64,
 }
 
 /// How to load the programs.
@@ -108,6 +161,14 @@ pub struct LoadOptions {
     pub ring_buffer_bytes: Option<u32>,
     /// Report only what this process (tgid in the initial pid namespace) does, filtered in the kernel.
     pub filter_pid: Option<u32>,
+    /// Directory for pinned maps and links ([`DEFAULT_PIN_DIR`] when `None`); tests use their own.
+    pub pin_dir: Option<PathBuf>,
+}
+
+impl LoadOptions {
+    pub fn pin_dir(&self) -> PathBuf {
+        self.pin_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR))
+    }
 }
 
 /// Totals of the kernel-side self-observation counters, summed over CPUs.
@@ -119,6 +180,12 @@ pub struct KernelCounters {
     pub pending_failed: u64,
     /// Failed kernel memory reads (fields reported as 0).
     pub read_errors: u64,
+    /// Packets a classifier could not attribute to a namespace (not counted).
+    pub traffic_unknown_netns: u64,
+    /// Packets a classifier could not count because the traffic map was full.
+    pub traffic_map_full: u64,
+    /// Highest number of unconsumed bytes in the ring buffer at any submit since the last reset (max over CPUs).
+    pub ringbuf_high_water: u64,
 }
 
 /// The loaded and attached programs; dropping it detaches them.
@@ -127,6 +194,12 @@ pub struct Probes {
     logger: Option<EbpfLogger<&'static dyn log::Log>>,
     /// Filesystems that loading had to mount (tracefs, bpffs), so the caller can say so.
     pub mounted: Vec<fs::Mounted>,
+    /// Where maps and links are pinned.
+    pub pin_dir: PathBuf,
+    /// Size of the event ring buffer in bytes.
+    pub ring_buffer_bytes: u32,
+    /// Keeps the kernel's run-time statistics on while the probes live (see [`Probes::enable_run_time_stats`]).
+    stats: Option<std::os::fd::OwnedFd>,
 }
 
 impl Probes {
@@ -144,7 +217,11 @@ impl Probes {
         raise_memlock_limit();
 
         let filter_tgid = options.filter_pid.unwrap_or(0);
+        let pin_dir = options.pin_dir();
+        std::fs::create_dir_all(&pin_dir)
+            .map_err(|source| BpfError::PinDir { path: pin_dir.display().to_string(), source })?;
         let mut loader = EbpfLoader::new();
+        loader.default_map_pin_directory(&pin_dir);
         loader.override_global("OFFSETS", &offsets, true);
         loader.override_global("FILTER_TGID", &filter_tgid, true);
         if let Some(bytes) = options.ring_buffer_bytes {
@@ -157,7 +234,61 @@ impl Probes {
         for spec in PROGRAMS {
             attach(&mut ebpf, spec)?;
         }
-        Ok(Self { ebpf, logger, mounted })
+        // The classifiers are attached per interface later (crate::traffic); load (verify) them now.
+        for direction in Direction::BOTH {
+            let program = direction.program();
+            let classifier: &mut SchedClassifier = ebpf
+                .program_mut(program)
+                .ok_or(BpfError::Missing { kind: "program", name: program })?
+                .try_into()
+                .map_err(|source| BpfError::Program { program, action: "type check".into(), source })?;
+            classifier.load().map_err(|source| BpfError::Program {
+                program,
+                action: "load (verifier)".into(),
+                source,
+            })?;
+        }
+        let ring_buffer_bytes = options.ring_buffer_bytes.unwrap_or(DEFAULT_RING_BUFFER_BYTES);
+        Ok(Self { ebpf, logger, mounted, pin_dir, ring_buffer_bytes, stats: None })
+    }
+
+    /// The loaded classifier for `direction`, to attach to interfaces.
+    pub fn classifier(&mut self, direction: Direction) -> Result<&mut SchedClassifier, BpfError> {
+        let program = direction.program();
+        self.ebpf
+            .program_mut(program)
+            .ok_or(BpfError::Missing { kind: "program", name: program })?
+            .try_into()
+            .map_err(|source| BpfError::Program { program, action: "type check".into(), source })
+    }
+
+    /// Turns on the kernel's per-program run-time statistics (`BPF_ENABLE_STATS`) for as long as these probes
+    /// live. They cost a clock read per program run, so only the agent asks for them.
+    pub fn enable_run_time_stats(&mut self) -> Result<(), BpfError> {
+        let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(BpfError::Stats)?;
+        self.stats = Some(fd);
+        Ok(())
+    }
+
+    /// Run time and run count of every program, from the kernel's statistics (zero unless they are enabled).
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let info = program.info().ok()?;
+                Some(ProgramStats { name: name.to_owned(), run_time: info.run_time(), run_count: info.run_count() })
+            })
+            .collect()
+    }
+
+    /// Zeroes the ring buffer high-water mark on every CPU (the agent does it after each scrape).
+    pub fn reset_ringbuf_high_water(&mut self) -> Result<(), BpfError> {
+        let map_err = |source| BpfError::Map { map: maps::COUNTERS, source };
+        let map = self.ebpf.map_mut(maps::COUNTERS).ok_or(BpfError::Missing { kind: "map", name: maps::COUNTERS })?;
+        let mut array: PerCpuArray<&mut MapData, u64> = PerCpuArray::try_from(map).map_err(map_err)?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, err)| BpfError::Poll(err))?;
+        let zeros = aya::maps::PerCpuValues::try_from(vec![0u64; cpus]).map_err(BpfError::Poll)?;
+        array.set(COUNTER_RINGBUF_HIGH_WATER, zeros, 0).map_err(map_err)
     }
 
     /// Takes the event ring buffer as an async stream; only one stream exists per load.
@@ -193,12 +324,21 @@ impl Probes {
         let array: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map).map_err(map_err)?;
         let mut totals = [0u64; COUNTER_SLOTS as usize];
         for (slot, total) in totals.iter_mut().enumerate() {
-            *total = array.get(&(slot as u32), 0).map_err(map_err)?.iter().sum();
+            let values = array.get(&(slot as u32), 0).map_err(map_err)?;
+            // A high-water mark is a maximum, everything else a count.
+            *total = if slot as u32 == COUNTER_RINGBUF_HIGH_WATER {
+                values.iter().copied().max().unwrap_or(0)
+            } else {
+                values.iter().sum()
+            };
         }
         Ok(KernelCounters {
             lost_events: totals[COUNTER_LOST_EVENTS as usize],
             pending_failed: totals[COUNTER_PENDING_FAILED as usize],
             read_errors: totals[COUNTER_READ_ERRORS as usize],
+            traffic_unknown_netns: totals[COUNTER_TRAFFIC_UNKNOWN_NETNS as usize],
+            traffic_map_full: totals[COUNTER_TRAFFIC_MAP_FULL as usize],
+            ringbuf_high_water: totals[COUNTER_RINGBUF_HIGH_WATER as usize],
         })
     }
 }

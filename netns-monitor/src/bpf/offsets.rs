@@ -48,6 +48,9 @@ pub fn compute(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         pid_numbers: optional("pid", "numbers")?,
         upid_size: btf.struct_size("upid").unwrap_or(UNAVAILABLE),
         upid_ns: optional("upid", "ns")?,
+        // The classifiers cannot attribute packets to namespaces without these two.
+        skb_dev: btf.member_offset("sk_buff", "dev")?,
+        netdev_net: btf.member_offset("net_device", "nd_net.net")?,
         ..KernelOffsets::unavailable()
     };
     for (index, member, ty) in NAMESPACE_STRUCTS {
@@ -78,5 +81,7 @@ mod tests {
         }
         assert_ne!(offsets.upid_size, UNAVAILABLE);
         assert_ne!(offsets.cred_user_ns, UNAVAILABLE);
+        // Linux 6.18: `dev` sits after `next` and `prev` in an anonymous union of struct sk_buff.
+        assert_eq!(offsets.skb_dev, 16);
     }
 }

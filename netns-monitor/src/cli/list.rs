@@ -64,7 +64,6 @@ pub fn list(ListArgs { json, fds }: ListArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_table(rows: &[Row]) {
-    let header = ["INODE", "NSID", "NAMES", "PROCS", "INTERFACES", "SOURCE", "CONTAINER"].map(str::to_owned);
     let body = rows.iter().map(|row| {
         let names = if !row.names.is_empty() {
             row.names.join(",")
@@ -83,11 +82,5 @@ fn print_table(rows: &[Row]) {
             row.container.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string),
         ]
     });
-    let table: Vec<[String; 7]> = std::iter::once(header).chain(body).collect();
-    let widths: Vec<usize> =
-        (0..7).map(|col| table.iter().map(|r| r[col].chars().count()).max().unwrap_or(0)).collect();
-    for row in &table {
-        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
-        println!("{}", line.join("  ").trim_end());
-    }
+    super::table::print(["INODE", "NSID", "NAMES", "PROCS", "INTERFACES", "SOURCE", "CONTAINER"], body);
 }

@@ -8,6 +8,8 @@ mod list;
 mod net;
 mod netns;
 mod run;
+mod stats;
+mod table;
 mod trace;
 
 use std::process::ExitCode;
@@ -35,6 +37,9 @@ pub enum Command {
     /// comm), which syscall, which namespace types changed, old and new inodes (network namespaces with their
     /// names), and the result. Network namespaces being created and destroyed are shown too. Needs root.
     Trace(trace::TraceArgs),
+    /// Per-namespace traffic counted by the agent's classifiers, read from the pinned maps (no Prometheus
+    /// needed). Counters keep counting while the agent is down.
+    Stats(stats::StatsArgs),
     /// Create a named network namespace (under /run/netns, as `ip netns add`) and bring its `lo` up.
     Add(netns::AddArgs),
     /// Delete a named namespace (or all with --all), with its nat/forward rules.
@@ -74,6 +79,12 @@ pub struct UsageError(pub String);
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    if !matches!(cli.command, Command::Run(_)) {
+        // Like other Unix tools, end quietly when the reader goes away (`netns-monitor list | head`) instead
+        // of panicking in println!. Not for the agent: it must never die because a log reader left.
+        // SAFETY: setting a signal disposition to SIG_DFL before any thread is started has no preconditions.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match dispatch(cli) {
         Ok(code) => code,
         Err(err) => report(err),
@@ -86,6 +97,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => runtime()?.block_on(run::run(args)),
         Command::Trace(args) => runtime()?.block_on(trace::run(args)),
+        Command::Stats(args) => stats::stats(args),
         Command::Add(args) => netns::add(args),
         Command::Del(args) => netns::del(args),
         Command::List(args) => list::list(args),

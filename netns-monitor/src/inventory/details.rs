@@ -30,6 +30,12 @@ impl Netns {
     /// Opens the namespace through whichever reference still works: a name, a process, a bind mount, an fd
     /// another process holds.
     pub fn open(&self) -> Option<File> {
+        self.open_path().and_then(|path| File::open(path).ok())
+    }
+
+    /// A path that currently leads to this namespace (checked by inode: a pid may have been reused, a path may
+    /// now be something else).
+    pub fn open_path(&self) -> Option<std::path::PathBuf> {
         let candidates = self
             .names
             .iter()
@@ -45,8 +51,7 @@ impl Netns {
         let fds = self.fd_holders.iter().flat_map(|pid| {
             std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten().map(|fd| fd.path())
         });
-        // Check the inode: a pid may have been reused, a path may now be something else.
-        candidates.chain(fds).find(|path| super::nsfs_inode(path) == Some(self.inode)).and_then(|p| File::open(p).ok())
+        candidates.chain(fds).find(|path| super::nsfs_inode(path) == Some(self.inode))
     }
 }
 

@@ -22,8 +22,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 pub use container::ContainerHint;
 pub use details::{Details, details};
-pub(crate) use scan::nsfs_inode;
-pub use scan::{NETNS_RUN_DIR, ScanOptions, parse_ns_link};
+pub use scan::{NETNS_RUN_DIR, ScanOptions, nsfs_inode, parse_ns_link};
 
 /// Errors discovering namespaces. Per-process failures (a process that exits mid-scan, or one whose
 /// namespace we may not read) are not errors: they are counted in [`Inventory::unreadable_pids`].

@@ -117,7 +117,7 @@ fn named() -> Result<Vec<(String, u32)>, InventoryError> {
 }
 
 /// The nsfs inode behind `path`, if `path` is a live namespace file (bind mount or /proc link).
-pub(crate) fn nsfs_inode(path: &Path) -> Option<u32> {
+pub fn nsfs_inode(path: &Path) -> Option<u32> {
     const NSFS_MAGIC: i64 = 0x6e73_6673;
     let statfs = nix::sys::statfs::statfs(path).ok()?;
     if statfs.filesystem_type().0 as i64 != NSFS_MAGIC {

@@ -60,17 +60,21 @@ impl Tracker {
         let mut tracker =
             Self { handle, notifications, by_id: HashMap::new(), by_inode: HashMap::new(), own_inode, untracked: 0 };
         for ns in inventory.namespaces.values() {
-            tracker.track(ns.inode, || ns.open()).await;
+            tracker.track(ns.inode, ns.open()).await;
         }
         Ok(tracker)
     }
 
     /// Tracks a namespace announced by a creation event of process `pid`, thread `tid`: its namespace files
-    /// first (the creator is usually still inside), then whatever `rescan` finds.
-    pub async fn track_created(&mut self, inode: u32, pid: u32, tid: u32, rescan: impl FnOnce() -> Option<Inventory>) {
-        if self.by_inode.contains_key(&inode) {
-            return;
-        }
+    /// first (the creator is usually still inside), then whatever `rescan` finds. Returns the namespace, opened,
+    /// when it could be reached (for the caller to look inside before letting it go).
+    pub async fn track_created(
+        &mut self,
+        inode: u32,
+        pid: u32,
+        tid: u32,
+        rescan: impl FnOnce() -> Option<Inventory>,
+    ) -> Option<File> {
         let from_creator = [format!("/proc/{pid}/task/{tid}/ns/net"), format!("/proc/{pid}/ns/net")]
             .into_iter()
             .find_map(|path| open_if(&path, inode));
@@ -78,17 +82,22 @@ impl Tracker {
             Some(file) => Some(file),
             None => rescan().and_then(|inventory| inventory.get(inode).and_then(Netns::open)),
         };
-        self.track(inode, || file).await;
+        self.track(inode, file).await
     }
 
-    async fn track(&mut self, inode: u32, open: impl FnOnce() -> Option<File>) {
+    /// Tracks the namespace behind `file` (already open, e.g. found by a scan). Returns it back.
+    pub async fn track_file(&mut self, inode: u32, file: File) -> Option<File> {
+        self.track(inode, Some(file)).await
+    }
+
+    async fn track(&mut self, inode: u32, file: Option<File>) -> Option<File> {
         if Some(inode) == self.own_inode || self.by_inode.contains_key(&inode) {
-            return;
+            return file;
         }
-        let Some(file) = open().filter(|f| f.metadata().is_ok_and(|m| m.ino() == u64::from(inode))) else {
+        let Some(file) = file.filter(|f| f.metadata().is_ok_and(|m| m.ino() == u64::from(inode))) else {
             self.untracked += 1;
             tracing::debug!(inode, "namespace not reachable from userspace; its destruction will not be seen");
-            return;
+            return None;
         };
         match nsid::ensure(&mut self.handle, file.as_fd()).await {
             Ok(id) => {
@@ -103,6 +112,27 @@ impl Tracker {
                 tracing::warn!(inode, error = %crate::bpf::error_chain(&err), "cannot assign a netns id");
             }
         }
+        Some(file)
+    }
+
+    /// The namespace the agent's own namespace knows as netns id `nsid`.
+    pub fn inode_of(&self, nsid: i32) -> Option<u32> {
+        self.by_id.get(&nsid).copied()
+    }
+
+    /// The netns id of a tracked namespace.
+    pub fn nsid_of(&self, inode: u32) -> Option<i32> {
+        self.by_inode.get(&inode).copied()
+    }
+
+    /// Every tracked namespace and its netns id.
+    pub fn nsids(&self) -> impl Iterator<Item = (u32, i32)> + '_ {
+        self.by_inode.iter().map(|(&inode, &id)| (inode, id))
+    }
+
+    /// The agent's own network namespace.
+    pub fn own_inode(&self) -> Option<u32> {
+        self.own_inode
     }
 
     /// Waits for the next tracked namespace to be destroyed and returns its inode. `None` when the netlink

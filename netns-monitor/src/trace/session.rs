@@ -74,7 +74,11 @@ pub async fn run(
     warnings: &mut impl Write,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Summary, TraceError> {
-    let load = LoadOptions { ring_buffer_bytes: options.ring_buffer_bytes, filter_pid: options.filter.kernel_pid() };
+    let load = LoadOptions {
+        ring_buffer_bytes: options.ring_buffer_bytes,
+        filter_pid: options.filter.kernel_pid(),
+        ..LoadOptions::default()
+    };
     let mut probes = Probes::load(&load)?;
     probes.forward_kernel_logs()?;
     let mut events = probes.events()?;

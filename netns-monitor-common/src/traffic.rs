@@ -1,0 +1,47 @@
+//! Per-interface traffic counters kept by the tc/TCX classifiers.
+
+/// Index of the direction in [`TrafficCounters`] arrays: packets arriving on the interface (tc ingress).
+pub const DIR_INGRESS: usize = 0;
+/// Packets leaving through the interface (tc egress).
+pub const DIR_EGRESS: usize = 1;
+/// Number of directions.
+pub const DIR_COUNT: usize = 2;
+
+/// Index of the protocol in [`TrafficCounters`] arrays.
+pub const PROTO_TCP: usize = 0;
+pub const PROTO_UDP: usize = 1;
+/// ICMP and ICMPv6.
+pub const PROTO_ICMP: usize = 2;
+/// Anything else, including IPv6 whose transport header follows extension headers.
+pub const PROTO_OTHER: usize = 3;
+/// Number of protocol classes.
+pub const PROTO_COUNT: usize = 4;
+
+/// Key of the `TRAFFIC` map: interface indexes are only unique inside one namespace, so the namespace's inode
+/// is part of the key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrafficKey {
+    /// nsfs inode of the interface's network namespace.
+    pub netns: u32,
+    /// Interface index inside that namespace.
+    pub ifindex: u32,
+}
+
+/// Value of the `TRAFFIC` map (one per CPU; userspace sums them): packets and bytes by direction and protocol.
+/// Totals are the sums over protocols, so the hot path updates two words per packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficCounters {
+    pub packets: [[u64; PROTO_COUNT]; DIR_COUNT],
+    pub bytes: [[u64; PROTO_COUNT]; DIR_COUNT],
+}
+
+impl TrafficCounters {
+    pub const fn zeroed() -> Self {
+        Self { packets: [[0; PROTO_COUNT]; DIR_COUNT], bytes: [[0; PROTO_COUNT]; DIR_COUNT] }
+    }
+}
+
+const _: () = assert!(size_of::<TrafficKey>() == 8);
+const _: () = assert!(size_of::<TrafficCounters>() == 2 * 2 * 4 * 8);

@@ -1,0 +1,51 @@
+//! Reading kernel memory with the offsets userspace computed from BTF (the `OFFSETS` global).
+//!
+//! Rust eBPF has no CO-RE, so every struct field the programs follow is found through `OFFSETS`, which userspace
+//! fills from `/sys/kernel/btf/vmlinux` before loading (`netns_monitor::bpf::offsets`). A read that fails (or
+//! whose offset this kernel does not have) yields `None` and is counted in `COUNTER_READ_ERRORS`.
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use netns_monitor_common::{
+    counters::COUNTER_READ_ERRORS,
+    offsets::{KernelOffsets, UNAVAILABLE},
+};
+
+use crate::maps::count;
+
+/// Set by userspace at load time (`EbpfLoader::override_global("OFFSETS", ..)`).
+#[unsafe(no_mangle)]
+pub static OFFSETS: KernelOffsets = KernelOffsets::unavailable();
+
+/// Reads one `u32` of `OFFSETS`. A volatile read, so the compiler cannot fold in the placeholder value the
+/// object file carries before userspace patches it.
+#[macro_export]
+macro_rules! offset {
+    ($($field:tt)+) => {{
+        let field = &raw const $crate::kernel::OFFSETS.$($field)+;
+        // SAFETY: `field` points into OFFSETS, a static that lives for the whole program.
+        unsafe { core::ptr::read_volatile(field) }
+    }};
+}
+
+/// Reads a `T` at `base + offset` from kernel memory; `None` (counted) when the offset is unknown or the read
+/// fails.
+#[inline(always)]
+pub fn read<T>(base: *const u8, offset: u32) -> Option<T> {
+    if base.is_null() || offset == UNAVAILABLE {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel copes with any address (it faults safely); we only compute the address.
+    match unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()) } {
+        Ok(value) => Some(value),
+        Err(_) => {
+            count(COUNTER_READ_ERRORS);
+            None
+        }
+    }
+}
+
+/// Inode of one namespace struct (`ns.inum` at the type's offset).
+#[inline(always)]
+pub fn inum(ns: *const u8, index: usize) -> u32 {
+    read::<u32>(ns, offset!(ns_inum[index])).unwrap_or(0)
+}

@@ -1,0 +1,354 @@
+//! `netns-monitor run`: the long-running agent.
+//!
+//! Start-up: load the programs (transition tracepoints attached, classifiers loaded), open the all-namespace
+//! link monitor, scan every namespace, give each a netns id (so the kernel reports its death and its link
+//! changes), attach the classifiers to every veth end (adopting links a previous agent pinned), and drop the
+//! pins and counters of interfaces that no longer exist.
+//!
+//! Then react, never poll: transition events from the ring buffer (metrics; a new network namespace gets an id
+//! and its veths classifiers), `RTM_DELNSID` (a namespace died: forget its interfaces and counters), and link
+//! notifications from every namespace (a veth appeared, was renamed or went away). If link notifications were
+//! lost (socket overflow), everything is rescanned once.
+//!
+//! The scrape ([`collector`]) reads the shared [`topology::Topology`], the pinned traffic map and the kernel's
+//! counters; the event loop is the only writer. Shutdown leaves every classifier link pinned, so counting goes
+//! on until the next agent adopts them.
+
+pub mod collector;
+pub mod topology;
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    future::Future,
+    os::fd::AsFd as _,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use netns_monitor_common::traffic::TrafficKey;
+
+use self::{
+    collector::{LoopMetrics, Metrics, MetricsError, StateCollector},
+    topology::Topology,
+};
+use crate::{
+    bpf::{BpfError, Direction, LoadOptions, Probes, error_chain},
+    inventory::{Inventory, InventoryError, ScanOptions, nsfs_inode},
+    lifecycle::{LifecycleError, Tracker},
+    manage::rtnl::in_netns,
+    trace::event::{Event, EventKind, NsType},
+    traffic::{
+        TrafficError,
+        attach::Attachments,
+        counters::TrafficMap,
+        links::{Veth, veths_here},
+        monitor::{LinkEvent, LinkMonitor},
+    },
+};
+
+/// Errors that stop the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
+    #[error(transparent)]
+    Traffic(#[from] TrafficError),
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error("cannot open the link notification socket")]
+    LinkMonitor(#[source] std::io::Error),
+    #[error("reading the event ring buffer failed")]
+    Events(#[source] std::io::Error),
+}
+
+/// Agent settings.
+#[derive(Clone, Debug, Default)]
+pub struct AgentOptions {
+    pub load: LoadOptions,
+}
+
+/// A started agent: programs loaded, every namespace scanned, classifiers attached. [`Agent::run`] then
+/// follows changes until shutdown.
+pub struct Agent {
+    probes: Arc<Mutex<Probes>>,
+    events: crate::trace::stream::EventStream,
+    attachments: Attachments,
+    tracker: Tracker,
+    monitor: LinkMonitor,
+    topology: Arc<Mutex<Topology>>,
+    metrics: Arc<Metrics>,
+    looped: LoopMetrics,
+    /// A path that led to each namespace at the last scan, to enter it again without a rescan.
+    paths: HashMap<u32, PathBuf>,
+    own_netns: u32,
+}
+
+impl Agent {
+    /// Loads, scans and attaches. Must run on a multi-threaded tokio runtime (attaching blocks briefly).
+    pub async fn start(options: &AgentOptions) -> Result<Self, AgentError> {
+        let mut probes = Probes::load(&options.load)?;
+        for mounted in &probes.mounted {
+            tracing::info!(fs = mounted.fs_type, target = %mounted.target.display(), "mounted missing filesystem");
+        }
+        if let Err(err) = probes.enable_run_time_stats() {
+            tracing::warn!(error = %error_chain(&err), "program run-time metrics will stay at 0");
+        }
+        probes.forward_kernel_logs()?;
+        let events = probes.events()?;
+        // Subscribe before scanning, so that no link appearing during the scan is missed.
+        let monitor = LinkMonitor::open().map_err(AgentError::LinkMonitor)?;
+        let inventory = Inventory::scan(&ScanOptions { fds: true })?;
+        let tracker = Tracker::start(&inventory).await?;
+        let own_netns = nsfs_inode(std::path::Path::new("/proc/self/ns/net")).unwrap_or_default();
+        let attachments = Attachments::new(&probes)?;
+        let traffic = TrafficMap::open(&probes.pin_dir)?;
+        let topology = Arc::new(Mutex::new(Topology::default()));
+        let probes = Arc::new(Mutex::new(probes));
+        let metrics = Metrics::new(StateCollector::new(Arc::clone(&topology), Arc::clone(&probes), traffic)?)?;
+        let looped = metrics.looped.clone();
+        let mut agent = Self {
+            probes,
+            events,
+            attachments,
+            tracker,
+            monitor,
+            topology,
+            metrics: Arc::new(metrics),
+            looped,
+            paths: HashMap::new(),
+            own_netns,
+        };
+        agent.sync_untracked(0);
+        agent.rescan(inventory);
+        let stale = agent.attachments.remove_stale()?;
+        agent.publish();
+        tracing::info!(
+            namespaces = agent.tracker.tracked() + 1,
+            interfaces = agent.attachments.attached().len(),
+            adopted = agent.attachments.attached().values().filter(|a| a.adopted).count(),
+            stale,
+            "programs attached; watching namespaces"
+        );
+        Ok(agent)
+    }
+
+    /// The metrics this agent serves.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Follows kernel events until `shutdown` resolves. Pinned classifier links stay behind.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+        tokio::pin!(shutdown);
+        let mut batch = Vec::new();
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                read = self.events.next_batch(&mut batch) => {
+                    read.map_err(AgentError::Events)?;
+                    for event in batch.drain(..) {
+                        self.on_event(&event).await;
+                    }
+                }
+                destroyed = self.tracker.next_destroyed() => match destroyed {
+                    Some(inode) => self.on_destroyed(inode),
+                    None => return Err(LifecycleError::Closed.into()),
+                },
+                links = self.monitor.next() => {
+                    for change in links.map_err(AgentError::LinkMonitor)? {
+                        self.on_link(change).await;
+                    }
+                }
+            }
+        }
+        tracing::info!(interfaces = self.attachments.attached().len(), "shutting down; classifier links stay pinned");
+        Ok(())
+    }
+
+    async fn on_event(&mut self, event: &Event) {
+        match event.kind {
+            EventKind::Transition(syscall) => {
+                let mut changed = event.changed().peekable();
+                if changed.peek().is_none() {
+                    self.looped.transitions.with_label_values(&[syscall.name(), "none"]).inc();
+                }
+                for ty in changed {
+                    self.looped.transitions.with_label_values(&[syscall.name(), ty.proc_name()]).inc();
+                }
+                if let Some(errno) = event.errno() {
+                    let errno = format!("{:?}", nix::errno::Errno::from_raw(errno));
+                    self.looped.transition_errors.with_label_values(&[syscall.name(), &errno]).inc();
+                }
+            }
+            EventKind::NetnsCreated => {
+                self.looped.created.inc();
+                let (_, inode) = event.ns(NsType::Net);
+                let before = self.tracker.untracked();
+                let opened = self
+                    .tracker
+                    .track_created(inode, event.pid, event.tid, || Inventory::scan(&ScanOptions { fds: true }).ok())
+                    .await;
+                self.sync_untracked(before);
+                if let Some(file) = opened {
+                    self.attach_all_in(inode, &file);
+                    self.publish();
+                }
+            }
+            EventKind::NetnsDestroyed => {}
+        }
+    }
+
+    fn on_destroyed(&mut self, inode: u32) {
+        self.looped.destroyed.inc();
+        self.paths.remove(&inode);
+        if let Err(err) = self.attachments.remove_netns(inode) {
+            tracing::warn!(inode, error = %error_chain(&err), "cannot clean up a destroyed namespace's interfaces");
+        }
+        self.publish();
+    }
+
+    async fn on_link(&mut self, change: LinkEvent) {
+        let netns = |tracker: &Tracker, own: u32, nsid: Option<i32>| match nsid {
+            None => Some(own),
+            Some(id) => tracker.inode_of(id),
+        };
+        match change {
+            LinkEvent::Veth { nsid, veth } => {
+                let Some(inode) = netns(&self.tracker, self.own_netns, nsid) else {
+                    tracing::debug!(?nsid, "link notification from a namespace the agent does not know");
+                    return;
+                };
+                let key = TrafficKey { netns: inode, ifindex: veth.ifindex };
+                if self.attachments.attached().get(&key).is_some_and(|a| a.name == veth.name) {
+                    return;
+                }
+                match self.open(inode) {
+                    Some(file) => self.attach(inode, &file, &veth),
+                    None => tracing::warn!(inode, name = veth.name, "cannot enter the namespace of a new veth"),
+                }
+                self.publish();
+            }
+            LinkEvent::Removed { nsid, ifindex } => {
+                let Some(inode) = netns(&self.tracker, self.own_netns, nsid) else { return };
+                let key = TrafficKey { netns: inode, ifindex };
+                if self.attachments.attached().contains_key(&key) {
+                    if let Err(err) = self.attachments.remove(key) {
+                        tracing::warn!(inode, ifindex, error = %error_chain(&err), "cannot clean up a removed interface");
+                    }
+                    self.publish();
+                }
+            }
+            LinkEvent::Overflow => {
+                tracing::warn!("link notifications were lost; rescanning every namespace");
+                match Inventory::scan(&ScanOptions { fds: true }) {
+                    Ok(inventory) => {
+                        for ns in inventory.namespaces.values() {
+                            if let Some(file) = ns.open() {
+                                let before = self.tracker.untracked();
+                                self.tracker.track_file(ns.inode, file).await;
+                                self.sync_untracked(before);
+                            }
+                        }
+                        self.rescan(inventory);
+                        self.publish();
+                    }
+                    Err(err) => tracing::warn!(error = %error_chain(&err), "rescan failed"),
+                }
+            }
+        }
+    }
+
+    /// Attaches to every veth of every namespace in `inventory`, and forgets attached interfaces that are gone.
+    fn rescan(&mut self, inventory: Inventory) {
+        let mut seen = std::collections::BTreeSet::new();
+        for ns in inventory.namespaces.values() {
+            let Some(path) = ns.open_path() else { continue };
+            let Ok(file) = File::open(&path) else { continue };
+            self.paths.insert(ns.inode, path);
+            for veth in self.attach_all_in(ns.inode, &file) {
+                seen.insert(TrafficKey { netns: ns.inode, ifindex: veth.ifindex });
+            }
+        }
+        let gone: Vec<TrafficKey> = self.attachments.attached().keys().filter(|k| !seen.contains(k)).copied().collect();
+        for key in gone {
+            if let Err(err) = self.attachments.remove(key) {
+                tracing::warn!(?key, error = %error_chain(&err), "cannot clean up a vanished interface");
+            }
+        }
+    }
+
+    /// Attaches to every veth in the namespace behind `file`; returns the veths found.
+    fn attach_all_in(&mut self, inode: u32, file: &File) -> Vec<Veth> {
+        let veths = tokio::task::block_in_place(|| in_netns(Some(file.as_fd()), veths_here));
+        let veths = match veths {
+            Ok(Ok(veths)) => veths,
+            Ok(Err(err)) => {
+                tracing::warn!(inode, error = %error_chain(&err), "cannot list the namespace's interfaces");
+                return Vec::new();
+            }
+            Err(err) => {
+                tracing::warn!(inode, error = %error_chain(&err), "cannot enter the namespace");
+                return Vec::new();
+            }
+        };
+        for veth in &veths {
+            self.attach(inode, file, veth);
+        }
+        veths
+    }
+
+    fn attach(&mut self, inode: u32, file: &File, veth: &Veth) {
+        let key = TrafficKey { netns: inode, ifindex: veth.ifindex };
+        let mut probes = self.probes.lock().unwrap_or_else(|p| p.into_inner());
+        let attached = tokio::task::block_in_place(|| {
+            self.attachments.attach(&mut probes, file.as_fd(), key, &veth.name).map(|_| ())
+        });
+        if let Err(err) = attached {
+            let hook = match &err {
+                TrafficError::Attach { direction: Direction::Egress, .. } => "tc_egress",
+                _ => "tc_ingress",
+            };
+            self.looped.attach_failures.with_label_values(&[hook]).inc();
+            tracing::warn!(inode, name = veth.name, error = %error_chain(&err), "cannot attach the classifiers");
+        }
+    }
+
+    /// Opens namespace `inode` through the path that worked last time, else through a fresh scan.
+    fn open(&mut self, inode: u32) -> Option<File> {
+        if let Some(path) = self.paths.get(&inode)
+            && nsfs_inode(path) == Some(inode)
+            && let Ok(file) = File::open(path)
+        {
+            return Some(file);
+        }
+        let inventory = Inventory::scan(&ScanOptions { fds: true }).ok()?;
+        let path = inventory.get(inode)?.open_path()?;
+        let file = File::open(&path).ok()?;
+        self.paths.insert(inode, path);
+        Some(file)
+    }
+
+    /// Makes the collector see the current interfaces and netns ids.
+    fn publish(&self) {
+        let interfaces = self.attachments.attached().iter().map(|(k, a)| (*k, a.name.clone())).collect();
+        let nsids = self.tracker.nsids().collect();
+        *self.topology.lock().unwrap_or_else(|p| p.into_inner()) = Topology { interfaces, nsids };
+    }
+
+    fn sync_untracked(&self, before: u64) {
+        let now = self.tracker.untracked();
+        if now > before {
+            self.looped.untracked.inc_by(now - before);
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` resolves (metrics served by the caller, see [`Agent::metrics`]).
+pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    Agent::start(&options).await?.run(shutdown).await
+}
