@@ -161,14 +161,10 @@ pub struct LoadOptions {
     pub ring_buffer_bytes: Option<u32>,
     /// Report only what this process (tgid in the initial pid namespace) does, filtered in the kernel.
     pub filter_pid: Option<u32>,
-    /// Directory for pinned maps and links ([`DEFAULT_PIN_DIR`] when `None`); tests use their own.
+    /// Directory for pinned maps and links, kept across runs (the agent: [`DEFAULT_PIN_DIR`] unless told
+    /// otherwise). `None`: a private directory removed when the probes are dropped (`trace`, tests), so a
+    /// short-lived user leaves nothing pinned behind.
     pub pin_dir: Option<PathBuf>,
-}
-
-impl LoadOptions {
-    pub fn pin_dir(&self) -> PathBuf {
-        self.pin_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR))
-    }
 }
 
 /// Totals of the kernel-side self-observation counters, summed over CPUs.
@@ -200,6 +196,18 @@ pub struct Probes {
     pub ring_buffer_bytes: u32,
     /// Keeps the kernel's run-time statistics on while the probes live (see [`Probes::enable_run_time_stats`]).
     stats: Option<std::os::fd::OwnedFd>,
+    /// Whether `pin_dir` is private to these probes and removed with them.
+    ephemeral: bool,
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        if self.ephemeral
+            && let Err(err) = std::fs::remove_dir_all(&self.pin_dir)
+        {
+            tracing::warn!(%err, dir = %self.pin_dir.display(), "cannot remove the private pin directory");
+        }
+    }
 }
 
 impl Probes {
@@ -217,7 +225,8 @@ impl Probes {
         raise_memlock_limit();
 
         let filter_tgid = options.filter_pid.unwrap_or(0);
-        let pin_dir = options.pin_dir();
+        let ephemeral = options.pin_dir.is_none();
+        let pin_dir = options.pin_dir.clone().unwrap_or_else(private_pin_dir);
         std::fs::create_dir_all(&pin_dir)
             .map_err(|source| BpfError::PinDir { path: pin_dir.display().to_string(), source })?;
         let mut loader = EbpfLoader::new();
@@ -249,7 +258,7 @@ impl Probes {
             })?;
         }
         let ring_buffer_bytes = options.ring_buffer_bytes.unwrap_or(DEFAULT_RING_BUFFER_BYTES);
-        Ok(Self { ebpf, logger, mounted, pin_dir, ring_buffer_bytes, stats: None })
+        Ok(Self { ebpf, logger, mounted, pin_dir, ring_buffer_bytes, stats: None, ephemeral })
     }
 
     /// The loaded classifier for `direction`, to attach to interfaces.
@@ -341,6 +350,13 @@ impl Probes {
             ringbuf_high_water: totals[COUNTER_RINGBUF_HIGH_WATER as usize],
         })
     }
+}
+
+/// A pin directory nobody else uses: `/sys/fs/bpf/netns-monitor-<pid>-<n>`.
+fn private_pin_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    PathBuf::from(format!("{}-{}-{n}", DEFAULT_PIN_DIR, std::process::id()))
 }
 
 /// Loads (verifies) and attaches one program.

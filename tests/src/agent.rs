@@ -1,0 +1,124 @@
+//! Running the agent as a real process for the tests: its own pin directory (so tests never share pinned maps
+//! or links with each other or with a real agent), started and killed like an operator would.
+
+use std::{
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tokio::{
+    io::{AsyncBufReadExt as _, BufReader, Lines},
+    process::{Child, ChildStderr},
+};
+
+use crate::{netns, unique_name};
+
+/// A running `netns-monitor run`. Dropping it kills the agent and removes its pin directory (which detaches
+/// the classifiers it left pinned).
+pub struct AgentProcess {
+    pub pin_dir: PathBuf,
+    pub child: Child,
+    pub stderr: Lines<BufReader<ChildStderr>>,
+    extra: Vec<String>,
+}
+
+impl AgentProcess {
+    /// Starts an agent with a fresh pin directory and waits until it has attached everything.
+    pub async fn start(extra: &[&str]) -> Self {
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{}", unique_name("nsm-agent")));
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let (child, stderr) = spawn(&pin_dir, &extra).await;
+        Self { pin_dir, child, stderr, extra }
+    }
+
+    /// Kills the agent with SIGKILL (no clean-up of any kind) and waits for it to be gone.
+    pub async fn kill9(&mut self) {
+        self.child.start_kill().expect("SIGKILL the agent");
+        self.child.wait().await.expect("reap the agent");
+    }
+
+    /// Starts the agent again on the same pin directory (after [`Self::kill9`]).
+    pub async fn restart(&mut self) {
+        let (child, stderr) = spawn(&self.pin_dir, &self.extra).await;
+        self.child = child;
+        self.stderr = stderr;
+    }
+
+    /// `netns-monitor stats --json` on this agent's pin directory.
+    pub fn stats(&self) -> Vec<Value> {
+        let pin = self.pin_dir.display().to_string();
+        let out = netns::ok(&["stats", "--json", "--pin-dir", &pin]);
+        serde_json::from_str(&out).expect("stats --json is JSON")
+    }
+
+    /// The stats entry of interface `device` in namespace `netns` (inode), if the agent counts it.
+    pub fn interface(&self, netns: u32, device: &str) -> Option<Value> {
+        self.stats()
+            .into_iter()
+            .find(|ns| ns["netns"] == netns)
+            .and_then(|ns| ns["interfaces"].as_array()?.iter().find(|i| i["device"] == device).cloned())
+    }
+
+    /// Waits until the agent counts interface `device` of namespace `netns`.
+    pub fn wait_counting(&self, netns: u32, device: &str, deadline: Duration) {
+        let start = Instant::now();
+        while self.interface(netns, device).is_none() {
+            assert!(start.elapsed() < deadline, "agent did not start counting {device} in {netns} within {deadline:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+async fn spawn(pin_dir: &std::path::Path, extra: &[String]) -> (Child, Lines<BufReader<ChildStderr>>) {
+    let mut child = crate::cli_command()
+        .arg("run")
+        .arg("--pin-dir")
+        .arg(pin_dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start netns-monitor run");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut log = Vec::new();
+    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = stderr.next_line().await.expect("read agent stderr") {
+            let ready = line.contains("watching namespaces");
+            log.push(line);
+            if ready {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(matches!(ready, Ok(true)), "the agent did not start; its log: {log:#?}");
+    (child, stderr)
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}
+
+/// The kernel's own counters of `device` inside named namespace `netns`: (rx_bytes, rx_packets, tx_bytes,
+/// tx_packets).
+pub fn kernel_stats(netns: &str, device: &str) -> [u64; 4] {
+    ["rx_bytes", "rx_packets", "tx_bytes", "tx_packets"].map(|counter| {
+        let out = netns::sh_ok(
+            "ip",
+            &["netns", "exec", netns, "cat", &format!("/sys/class/net/{device}/statistics/{counter}")],
+        );
+        out.trim().parse().unwrap_or_else(|e| panic!("{counter} of {device} in {netns}: {e}: {out:?}"))
+    })
+}
+
+/// The agent's counters of an interface in the same order as [`kernel_stats`].
+pub fn agent_stats(interface: &Value) -> [u64; 4] {
+    [&interface["rx"]["bytes"], &interface["rx"]["packets"], &interface["tx"]["bytes"], &interface["tx"]["packets"]]
+        .map(|v| v.as_u64().expect("counter"))
+}
