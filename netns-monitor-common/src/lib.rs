@@ -32,4 +32,10 @@ macro_rules! impl_pod {
 }
 
 #[cfg(feature = "user")]
-impl_pod!(event::TransitionEvent, offsets::KernelOffsets, traffic::TrafficKey, traffic::TrafficCounters);
+impl_pod!(
+    event::TransitionEvent,
+    offsets::KernelOffsets,
+    traffic::TrafficKey,
+    traffic::TrafficCounters,
+    traffic::DeviceCache
+);

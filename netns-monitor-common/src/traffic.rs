@@ -45,3 +45,17 @@ impl TrafficCounters {
 
 const _: () = assert!(size_of::<TrafficKey>() == 8);
 const _: () = assert!(size_of::<TrafficCounters>() == 2 * 2 * 4 * 8);
+
+/// A CPU's memo of the last device a classifier saw and that device's namespace, so the common case (a run of
+/// packets through one device) costs one kernel read instead of three. Valid while `generation` equals the
+/// `LINK_GENERATION` userspace bumps on every link or namespace change.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceCache {
+    /// `struct net_device *` as an integer.
+    pub device: u64,
+    pub netns: u32,
+    pub generation: u32,
+}
+
+const _: () = assert!(size_of::<DeviceCache>() == 16);

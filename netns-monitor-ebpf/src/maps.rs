@@ -6,12 +6,12 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use netns_monitor_common::{
     counters::COUNTER_SLOTS,
     event::TransitionEvent,
-    traffic::{TrafficCounters, TrafficKey},
+    traffic::{DeviceCache, TrafficCounters, TrafficKey},
 };
 
 /// Events to userspace. 1 MiB holds about 6,200 events (160 bytes + 8 of header each): 25 ms of a one-core setns
@@ -34,6 +34,17 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SL
 /// worth of per-CPU values would be hundreds of MB on a large machine; entries cost memory only when used.
 #[map]
 pub static TRAFFIC: PerCpuHashMap<TrafficKey, TrafficCounters> = PerCpuHashMap::pinned(64 * 1024, BPF_F_NO_PREALLOC);
+
+/// Slots of [`DEVICE_CACHE`].
+pub const DEVICE_CACHE_SLOTS: u32 = 64;
+
+/// Per-CPU memo of recent devices' namespaces, direct-mapped by device address (see `DeviceCache`).
+#[map]
+pub static DEVICE_CACHE: PerCpuArray<DeviceCache> = PerCpuArray::with_max_entries(DEVICE_CACHE_SLOTS, 0);
+
+/// Bumped by userspace on every link or namespace change; a memo from an older generation is not trusted.
+#[map]
+pub static LINK_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Adds one to counter `slot` on this CPU.
 #[inline(always)]

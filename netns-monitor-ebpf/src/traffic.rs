@@ -8,7 +8,11 @@
 //! is actually handed to the device), which is what the kernel's own rx/tx statistics count for veth.
 //!
 //! The context is the kernel's `struct sk_buff *` at run time; the interface's namespace is
-//! `skb->dev->nd_net.net->ns.inum` (offsets from BTF, as for the transition programs, Linux 6.18 layout). The
+//! `skb->dev->nd_net.net->ns.inum` (offsets from BTF, as for the transition programs, Linux 6.18 layout). Each
+//! kernel read costs about 30 ns here, so a per-CPU memo keeps the last device's namespace and the walk is one
+//! read in the common case (measured with `cargo xtask bench`: see the README). The memo is dropped whenever
+//! userspace bumps `LINK_GENERATION` (any link or namespace change it hears of), so a device moved to another
+//! namespace, or a freed device's address reused, is attributed right once the agent has seen the change. The
 //! packet's protocol comes from `skb->protocol` and one byte of the IP header (direct packet access: tc programs
 //! see the frame from its Ethernet header).
 //!
@@ -24,12 +28,15 @@ use aya_ebpf::{
 use netns_monitor_common::{
     counters::{COUNTER_TRAFFIC_MAP_FULL, COUNTER_TRAFFIC_UNKNOWN_NETNS},
     ns::NS_NET,
-    traffic::{DIR_EGRESS, DIR_INGRESS, PROTO_ICMP, PROTO_OTHER, PROTO_TCP, PROTO_UDP, TrafficCounters, TrafficKey},
+    traffic::{
+        DIR_EGRESS, DIR_INGRESS, DeviceCache, PROTO_ICMP, PROTO_OTHER, PROTO_TCP, PROTO_UDP, TrafficCounters,
+        TrafficKey,
+    },
 };
 
 use crate::{
     kernel::{inum, read},
-    maps::{TRAFFIC, count},
+    maps::{DEVICE_CACHE, DEVICE_CACHE_SLOTS, LINK_GENERATION, TRAFFIC, count},
     offset,
 };
 
@@ -91,14 +98,29 @@ fn count_packet(ctx: &TcContext, dir: usize) {
     }
 }
 
-/// Inode of the network namespace of the packet's device.
+/// Inode of the network namespace of the packet's device: one kernel read (`skb->dev`) when this CPU's memo
+/// holds that device for the current link generation, three otherwise.
 #[inline(always)]
 fn netns_of(ctx: &TcContext) -> Option<u32> {
     let skb = ctx.as_ptr() as *const u8;
     let dev = read::<*const u8>(skb, offset!(skb_dev))?;
+    let generation = LINK_GENERATION.get(0).copied().unwrap_or(0);
+    // Direct-mapped by address: a veth pair's two ends alternate on one CPU (the sender's egress, then the
+    // peer's ingress), so a single slot would always miss. net_device structs are page-aligned allocations.
+    let slot = ((dev as u64 >> 12) % u64::from(DEVICE_CACHE_SLOTS)) as u32;
+    let cache = DEVICE_CACHE.get_ptr_mut(slot)?;
+    // SAFETY: a per-CPU array slot: this CPU's own, valid while the program runs, not shared.
+    let cache = unsafe { &mut *cache };
+    if cache.device == dev as u64 && cache.generation == generation && cache.netns != 0 {
+        return Some(cache.netns);
+    }
     let net = read::<*const u8>(dev, offset!(netdev_net))?;
     let inode = inum(net, NS_NET);
-    (inode != 0).then_some(inode)
+    if inode == 0 {
+        return None;
+    }
+    *cache = DeviceCache { device: dev as u64, netns: inode, generation };
+    Some(inode)
 }
 
 /// The packet's transport protocol class.

@@ -333,8 +333,12 @@ impl Agent {
         Some(file)
     }
 
-    /// Makes the collector see the current interfaces and netns ids.
+    /// Makes the collector see the current interfaces and netns ids, and the classifiers forget the device
+    /// namespaces they memoised (every caller just learnt of a link or namespace change).
     fn publish(&self) {
+        if let Err(err) = self.probes.lock().unwrap_or_else(|p| p.into_inner()).bump_link_generation() {
+            tracing::warn!(error = %error_chain(&err), "cannot invalidate the classifiers' device memos");
+        }
         let interfaces = self.attachments.attached().iter().map(|(k, a)| (*k, a.name.clone())).collect();
         let nsids = self.tracker.nsids().collect();
         *self.topology.lock().unwrap_or_else(|p| p.into_inner()) = Topology { interfaces, nsids };

@@ -34,6 +34,8 @@ pub mod maps {
     pub const COUNTERS: &str = "COUNTERS";
     /// Pinned by name under the pin directory, so counting survives agent restarts.
     pub const TRAFFIC: &str = "TRAFFIC";
+    /// One u32 the classifiers compare their device memo against; bumped on link and namespace changes.
+    pub const LINK_GENERATION: &str = "LINK_GENERATION";
 }
 
 /// Where maps and links are pinned so that programs keep counting while the agent is down.
@@ -288,6 +290,19 @@ impl Probes {
                 Some(ProgramStats { name: name.to_owned(), run_time: info.run_time(), run_count: info.run_count() })
             })
             .collect()
+    }
+
+    /// Invalidates the classifiers' per-CPU device memos: call it whenever a link or a namespace appears, goes
+    /// away or moves, so no packet is attributed to a device's old namespace for longer than that.
+    pub fn bump_link_generation(&mut self) -> Result<(), BpfError> {
+        let map_err = |source| BpfError::Map { map: maps::LINK_GENERATION, source };
+        let map = self
+            .ebpf
+            .map_mut(maps::LINK_GENERATION)
+            .ok_or(BpfError::Missing { kind: "map", name: maps::LINK_GENERATION })?;
+        let mut array: aya::maps::Array<&mut MapData, u32> = aya::maps::Array::try_from(map).map_err(map_err)?;
+        let current = array.get(&0, 0).map_err(map_err)?;
+        array.set(0, current.wrapping_add(1), 0).map_err(map_err)
     }
 
     /// Zeroes the ring buffer high-water mark on every CPU (the agent does it after each scrape).
