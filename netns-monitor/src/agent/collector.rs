@@ -93,6 +93,10 @@ impl Metrics {
             )
             .map_err(MetricsError)?,
         };
+        // Both hooks exist from the start at 0: a dashboard or alert can tell "no failures" from "no data".
+        for hook in ["tc_ingress", "tc_egress"] {
+            looped.attach_failures.with_label_values(&[hook]);
+        }
         let build = IntGaugeVec::new(
             opts("netns_monitor_build_info", "Build of the running agent."),
             &["version", "revision", "rustc"],
