@@ -139,7 +139,11 @@ impl MetricsServer {
     }
 
     /// Binds `addr` and loads the certificate files now, so a bad address or certificate fails start-up.
-    pub async fn bind_with(addr: SocketAddr, web: Option<WebConfig>, options: ServerOptions) -> Result<Self, HttpError> {
+    pub async fn bind_with(
+        addr: SocketAddr,
+        web: Option<WebConfig>,
+        options: ServerOptions,
+    ) -> Result<Self, HttpError> {
         if options.max_connections == 0 {
             return Err(HttpError::Options("max_connections must be at least 1"));
         }
@@ -374,7 +378,10 @@ impl Shared {
                 response
             }
             "/metrics" => self.metrics().await,
-            "/" => with_type(Response::new(Full::new(Bytes::from_static(INDEX_HTML.as_bytes()))), "text/html; charset=utf-8"),
+            "/" => with_type(
+                Response::new(Full::new(Bytes::from_static(INDEX_HTML.as_bytes()))),
+                "text/html; charset=utf-8",
+            ),
             _ => text(StatusCode::NOT_FOUND, "Not Found\n"),
         }
     }
@@ -396,7 +403,8 @@ impl Shared {
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = with_type(Response::new(Full::new(Bytes::from_static(body.as_bytes()))), "text/plain; charset=utf-8");
+    let mut response =
+        with_type(Response::new(Full::new(Bytes::from_static(body.as_bytes()))), "text/plain; charset=utf-8");
     *response.status_mut() = status;
     response
 }

@@ -99,7 +99,9 @@ fn protocol_versions(min: TlsVersion, max: TlsVersion) -> Vec<&'static Supported
 fn certificates(source: &PemSource) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let err = |source_err| TlsError::Certificate { source_name: source.to_string(), source: source_err };
     match source {
-        PemSource::File { path, .. } => CertificateDer::pem_file_iter(path).map_err(err)?.collect::<Result<Vec<_>, _>>(),
+        PemSource::File { path, .. } => {
+            CertificateDer::pem_file_iter(path).map_err(err)?.collect::<Result<Vec<_>, _>>()
+        }
         PemSource::Inline { pem, .. } => CertificateDer::pem_slice_iter(pem.as_bytes()).collect(),
     }
     .map_err(err)
@@ -119,9 +121,11 @@ fn client_verifier(
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
     let mut roots = RootCertStore::empty();
     for (index, cert) in certificates(ca)?.into_iter().enumerate() {
-        roots
-            .add(cert)
-            .map_err(|source| TlsError::ClientCa { source_name: ca.to_string(), index: index + 1, source })?;
+        roots.add(cert).map_err(|source| TlsError::ClientCa {
+            source_name: ca.to_string(),
+            index: index + 1,
+            source,
+        })?;
     }
     // An empty store makes the builder fail with NoRootAnchors, which names the problem.
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))

@@ -197,8 +197,7 @@ impl WebConfig {
         let raw = if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
             RawConfig::default()
         } else {
-            serde_norway::from_str(text)
-                .map_err(|source| WebConfigError::Parse { path: path.to_owned(), source })?
+            serde_norway::from_str(text).map_err(|source| WebConfigError::Parse { path: path.to_owned(), source })?
         };
         Validator { path, dir: path.parent().unwrap_or(Path::new("")) }.config(raw)
     }
@@ -287,10 +286,11 @@ impl Validator<'_> {
             return Err(self.unsupported("rate_limit", "limit the scrape rate at the client or a reverse proxy"));
         }
         let tls = raw.tls_server_config.map(|t| self.tls(t)).transpose()?;
-        let http = raw.http_server_config.map(|h| self.http(h)).transpose()?.unwrap_or(HttpConfig {
-            http2: true,
-            headers: Vec::new(),
-        });
+        let http = raw
+            .http_server_config
+            .map(|h| self.http(h))
+            .transpose()?
+            .unwrap_or(HttpConfig { http2: true, headers: Vec::new() });
         let mut users = BTreeMap::new();
         for (user, hash) in raw.basic_auth_users.map(|u| u.0).unwrap_or_default() {
             if user.contains(':') {
@@ -310,7 +310,8 @@ impl Validator<'_> {
     }
 
     fn tls(&self, raw: RawTls) -> Result<TlsConfig, WebConfigError> {
-        const WHY_SUITES: &str = "rustls offers only modern cipher suites and key exchange groups and picks them itself";
+        const WHY_SUITES: &str =
+            "rustls offers only modern cipher suites and key exchange groups and picks them itself";
         for (field, value, reason) in [
             ("cipher_suites", &raw.cipher_suites, WHY_SUITES),
             ("curve_preferences", &raw.curve_preferences, WHY_SUITES),
@@ -405,7 +406,8 @@ impl Validator<'_> {
             Some("TLS12") => Ok(Some(TlsVersion::Tls12)),
             Some("TLS13") => Ok(Some(TlsVersion::Tls13)),
             Some(old @ ("TLS10" | "TLS11")) => {
-                Err(self.unsupported(format!("{field} {old}"), "TLS older than 1.2 is never offered; use TLS12 or TLS13"))
+                Err(self
+                    .unsupported(format!("{field} {old}"), "TLS older than 1.2 is never offered; use TLS12 or TLS13"))
             }
             Some(other) => Err(self.invalid(field, format!("{other:?} is not a TLS version (TLS12 or TLS13)"))),
         }
@@ -415,8 +417,7 @@ impl Validator<'_> {
         let mut headers = Vec::new();
         for (name, value) in raw.headers.unwrap_or_default() {
             let field = format!("http_server_config.headers.{name}");
-            let Some((_, wire, allowed)) = EXTRA_HEADERS.iter().find(|(h, _, _)| h.eq_ignore_ascii_case(&name))
-            else {
+            let Some((_, wire, allowed)) = EXTRA_HEADERS.iter().find(|(h, _, _)| h.eq_ignore_ascii_case(&name)) else {
                 let names: Vec<&str> = EXTRA_HEADERS.iter().map(|(h, _, _)| *h).collect();
                 return Err(self.invalid(field, format!("this header cannot be set (allowed: {})", names.join(", "))));
             };
@@ -532,10 +533,14 @@ mod tests {
         assert_eq!((tls.min_version, tls.max_version), (TlsVersion::Tls13, TlsVersion::Tls13));
         assert!(!tls.prefer_server_cipher_suites);
 
-        let tls = parse(&format!("{TLS}  min_version: TLS12\n  max_version: TLS12\n  client_auth_type: NoClientCert\n"))
-            .tls
-            .expect("tls");
-        assert_eq!((tls.min_version, tls.max_version, tls.client_auth), (TlsVersion::Tls12, TlsVersion::Tls12, ClientAuth::None));
+        let tls =
+            parse(&format!("{TLS}  min_version: TLS12\n  max_version: TLS12\n  client_auth_type: NoClientCert\n"))
+                .tls
+                .expect("tls");
+        assert_eq!(
+            (tls.min_version, tls.max_version, tls.client_auth),
+            (TlsVersion::Tls12, TlsVersion::Tls12, ClientAuth::None)
+        );
     }
 
     #[test]
@@ -545,7 +550,10 @@ mod tests {
         let tls = parse(yaml).tls.expect("tls");
         assert_eq!(tls.cert, PemSource::Inline { field: "cert", pem: "-----BEGIN CERTIFICATE-----\nAAAA\n".into() });
         assert_eq!(tls.key, PemSource::Inline { field: "key", pem: "SECRETKEY".into() });
-        assert!(matches!(tls.client_auth, ClientAuth::RequireAndVerify { ca: PemSource::Inline { field: "client_ca", .. } }));
+        assert!(matches!(
+            tls.client_auth,
+            ClientAuth::RequireAndVerify { ca: PemSource::Inline { field: "client_ca", .. } }
+        ));
         let shown = format!("{tls:?} {}", tls.key);
         assert!(!shown.contains("SECRETKEY"), "{shown}");
         assert!(shown.contains("inline key"), "{shown}");
@@ -553,7 +561,8 @@ mod tests {
 
     #[test]
     fn empty_strings_count_as_unset() {
-        let tls = parse(&format!("{TLS}  cert: \"\"\n  client_ca_file: \"\"\n  client_auth_type: \"\"\n")).tls.expect("tls");
+        let tls =
+            parse(&format!("{TLS}  cert: \"\"\n  client_ca_file: \"\"\n  client_auth_type: \"\"\n")).tls.expect("tls");
         assert!(matches!(tls.cert, PemSource::File { .. }));
         assert_eq!(tls.client_auth, ClientAuth::None);
     }
@@ -604,12 +613,17 @@ mod tests {
 
     #[test]
     fn unsupported_fields_are_refused_with_a_reason() {
-        let suites = refused(&format!("{TLS}  cipher_suites: [TLS_AES_128_GCM_SHA256]\n"), &["tls_server_config.cipher_suites", "rustls"]);
+        let suites = refused(
+            &format!("{TLS}  cipher_suites: [TLS_AES_128_GCM_SHA256]\n"),
+            &["tls_server_config.cipher_suites", "rustls"],
+        );
         assert!(matches!(suites, WebConfigError::Unsupported { .. }));
         refused(&format!("{TLS}  cipher_suites: []\n"), &["cipher_suites"]);
         refused(&format!("{TLS}  curve_preferences: [X25519]\n"), &["tls_server_config.curve_preferences"]);
         refused(
-            &format!("{TLS}  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca\n  client_allowed_sans: [a]\n"),
+            &format!(
+                "{TLS}  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca\n  client_allowed_sans: [a]\n"
+            ),
             &["client_allowed_sans"],
         );
         refused("rate_limit:\n  interval: 1s\n  burst: 5\n", &["rate_limit"]);
@@ -624,19 +638,28 @@ mod tests {
         for version in ["TLS14", "tls12", "1.2"] {
             refused(&format!("{TLS}  min_version: \"{version}\"\n"), &["min_version", version]);
         }
-        refused(&format!("{TLS}  min_version: TLS13\n  max_version: TLS12\n"), &["min_version TLS13", "max_version TLS12"]);
+        refused(
+            &format!("{TLS}  min_version: TLS13\n  max_version: TLS12\n"),
+            &["min_version TLS13", "max_version TLS12"],
+        );
         refused("tls_server_config: [a]\n", &["tls_server_config", "a map of TLS settings"]);
     }
 
     #[test]
     fn client_auth_must_be_verified_and_consistent() {
         for policy in ["RequestClientCert", "RequireAnyClientCert", "RequireClientCert", "VerifyClientCertIfGiven"] {
-            refused(&format!("{TLS}  client_auth_type: {policy}\n  client_ca_file: ca\n"), &["client_auth_type", policy]);
+            refused(
+                &format!("{TLS}  client_auth_type: {policy}\n  client_ca_file: ca\n"),
+                &["client_auth_type", policy],
+            );
         }
         refused(&format!("{TLS}  client_auth_type: Sometimes\n"), &["client_auth_type", "Sometimes"]);
         refused(&format!("{TLS}  client_auth_type: RequireAndVerifyClientCert\n"), &["client_ca_file"]);
         refused(&format!("{TLS}  client_ca_file: ca.crt\n"), &["client_ca_file", "client_auth_type"]);
-        refused(&format!("{TLS}  client_ca: PEM\n  client_auth_type: NoClientCert\n"), &["client_ca", "client_auth_type"]);
+        refused(
+            &format!("{TLS}  client_ca: PEM\n  client_auth_type: NoClientCert\n"),
+            &["client_ca", "client_auth_type"],
+        );
     }
 
     #[test]
@@ -646,15 +669,24 @@ mod tests {
         refused("tls_server_config:\n  cert_file: a\n", &["key_file"]);
         refused(&format!("{TLS}  cert: PEM\n"), &["cert_file", "cert", "not both"]);
         refused(&format!("{TLS}  key: PEM\n"), &["key_file", "not both"]);
-        refused(&format!("{TLS}  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: a\n  client_ca: b\n"), &["client_ca_file", "not both"]);
+        refused(
+            &format!("{TLS}  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: a\n  client_ca: b\n"),
+            &["client_ca_file", "not both"],
+        );
     }
 
     #[test]
     fn headers_are_limited_to_the_exporter_toolkit_set_and_values() {
-        refused("http_server_config:\n  headers:\n    Server: x\n", &["http_server_config.headers.Server", "cannot be set"]);
+        refused(
+            "http_server_config:\n  headers:\n    Server: x\n",
+            &["http_server_config.headers.Server", "cannot be set"],
+        );
         refused("http_server_config:\n  headers:\n    X-Frame-Options: allow\n", &["X-Frame-Options", "allow"]);
         refused("http_server_config:\n  headers:\n    X-Content-Type-Options: sniff\n", &["X-Content-Type-Options"]);
-        refused("http_server_config:\n  headers:\n    Content-Security-Policy: \"a\\nb\"\n", &["Content-Security-Policy", "characters"]);
+        refused(
+            "http_server_config:\n  headers:\n    Content-Security-Policy: \"a\\nb\"\n",
+            &["Content-Security-Policy", "characters"],
+        );
         refused("http_server_config:\n  http2: maybe\n", &["http2"]);
     }
 
@@ -667,7 +699,8 @@ mod tests {
             // bcrypt's shape and length, but not its base64 alphabet.
             "$2y$10$!bcdefghijklmnopqrstuuabcdefghijklmnopqrstuvwxyz0123",
         ] {
-            let error = refused(&format!("basic_auth_users:\n  prom: '{not_bcrypt}'\n"), &["basic_auth_users.prom", "bcrypt"]);
+            let error =
+                refused(&format!("basic_auth_users:\n  prom: '{not_bcrypt}'\n"), &["basic_auth_users.prom", "bcrypt"]);
             assert!(matches!(error, WebConfigError::NotBcrypt { .. }), "{not_bcrypt}");
         }
         for cost in ["03", "32"] {
@@ -691,7 +724,7 @@ mod tests {
 
         let tls = loaded.expect("load").tls.expect("tls");
         assert_eq!(tls.cert, PemSource::File { field: "cert_file", path: dir.join("server.crt") });
-        let error = missing.err().expect("a missing file is an error");
+        let error = missing.expect_err("a missing file is an error");
         assert!(matches!(error, WebConfigError::Read { .. }));
         assert!(chain(&error).contains("absent.yml"), "{}", chain(&error));
     }
