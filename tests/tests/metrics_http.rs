@@ -801,6 +801,21 @@ async fn oversized_or_too_many_headers_are_refused_and_the_server_goes_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_are_never_read() {
+    let server = serve(None, ServerOptions::default()).await;
+    // A client announcing 1 GiB (and sending none of it) gets its answer and the connection is closed, rather
+    // than the server waiting for (or buffering) the body.
+    for (method, path, status) in [("POST", "/metrics", 405), ("GET", "/metrics", 200)] {
+        let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+        let head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1073741824\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.expect("write");
+        let raw = read_all(&mut stream).await;
+        assert_eq!(Reply::parse(&raw).status, status, "{method} {path}");
+    }
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_idle_clients_are_disconnected_after_the_header_timeout() {
     let timeout = Duration::from_millis(500);
     let options = ServerOptions { header_read_timeout: timeout, tls_handshake_timeout: timeout, ..Default::default() };

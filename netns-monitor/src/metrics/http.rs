@@ -177,6 +177,12 @@ impl MetricsServer {
                 (tls, auth, web.http.headers)
             }
         };
+        if auth.is_some() && tls.is_none() && !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "basic auth without TLS on a non-loopback address: passwords cross the network in clear text"
+            );
+        }
         let listener = TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
         let local_addr = listener.local_addr().map_err(|source| HttpError::Bind { addr, source })?;
         Ok(Self { listener, local_addr, tls, auth, extra_headers, options })

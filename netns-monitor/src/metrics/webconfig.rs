@@ -713,6 +713,21 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let example = include_str!("../../../deploy/web-config.example.yml");
+        let config = WebConfig::parse(example, Path::new("/etc/netns-monitor/web-config.yml"))
+            .unwrap_or_else(|e| panic!("deploy/web-config.example.yml: {}", chain(&e)));
+        let tls = config.tls.expect("the example enables TLS");
+        assert_eq!(
+            tls.cert,
+            PemSource::File { field: "cert_file", path: "/etc/netns-monitor/netns-monitor.crt".into() }
+        );
+        assert_eq!(tls.client_auth, ClientAuth::None);
+        assert_eq!(config.http.headers.len(), 3);
+        assert_eq!(config.users.keys().collect::<Vec<_>>(), ["prometheus"]);
+    }
+
+    #[test]
     fn load_reads_the_file_and_names_it_when_it_cannot() {
         let dir = std::env::temp_dir().join(format!("nsm-webconfig-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("mkdir");
