@@ -14,6 +14,7 @@
 //! - `http2` is accepted and has no effect: the endpoint speaks HTTP/1.1 (what Prometheus scrapes with unless
 //!   told otherwise), so ALPN never selects h2. The server logs this at start-up when `http2` is true.
 //! - The file is read once, at start-up; exporter-toolkit rereads it on every request.
+//! - Scalars follow YAML 1.2: `yes`/`on` are strings, so `http2: yes` is refused (Go's yaml.v2 reads true).
 //!
 //! Relative paths are relative to the directory of the configuration file, as exporter-toolkit does.
 
@@ -688,6 +689,8 @@ mod tests {
             &["Content-Security-Policy", "characters"],
         );
         refused("http_server_config:\n  http2: maybe\n", &["http2"]);
+        // Go's yaml.v2 reads `yes` as true; here it is refused rather than misread.
+        refused("http_server_config:\n  http2: yes\n", &["http2", "expected a boolean"]);
     }
 
     #[test]
