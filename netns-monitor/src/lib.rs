@@ -7,6 +7,7 @@
 //! - [`agent`]: `netns-monitor run`, the long-running agent; takes its shutdown signal as a parameter.
 //! - [`inventory`]: discover every network namespace (named, bind-mounted, process- or fd-held).
 //! - [`lifecycle`]: follow namespaces to their destruction (netns ids and `RTM_DELNSID`).
+//! - [`metrics`]: the `/metrics` HTTP(S) endpoint and its exporter-toolkit web config (TLS, basic auth).
 //! - [`manage`]: add/del/exec/attach named namespaces, veth pairs, NAT and port forwards (netlink + syscalls).
 //! - [`mountinfo`]: parse `/proc/PID/mountinfo` (used to find tracefs/bpffs and nsfs bind mounts).
 //! - [`cli`]: the command line (clap) and its dispatch; the only place that turns errors into exit codes.
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod inventory;
 pub mod lifecycle;
 pub mod manage;
+pub mod metrics;
 pub mod mountinfo;
 pub mod trace;
 pub mod traffic;

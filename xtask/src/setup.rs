@@ -18,8 +18,9 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the build needs.
 const BUILD_PACKAGES: &[&str] = &["llvm-22-dev"];
-/// Debian packages the test suite uses (oracles: `ip`, `nsenter`, `unshare`, `nft`).
-const TEST_PACKAGES: &[&str] = &["iproute2", "util-linux", "nftables"];
+/// Debian packages the test suite uses (oracles: `ip`, `nsenter`, `unshare`, `nft`; independent HTTP and TLS
+/// clients for the metrics endpoint: `curl`, and `openssl s_client`, which still speaks TLS 1.0/1.1).
+const TEST_PACKAGES: &[&str] = &["iproute2", "util-linux", "nftables", "curl", "openssl"];
 
 #[derive(Debug, Default, clap::Args)]
 pub struct SetupArgs {
