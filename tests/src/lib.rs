@@ -4,6 +4,7 @@
 //! `/proc/.../ns/*`). Every namespace a test makes is either anonymous (held by an fd, gone when the fd is
 //! closed) or uniquely named and removed by a guard's `Drop`, so a failing test leaves nothing behind.
 
+pub mod monitoring;
 pub mod netns;
 
 use std::{
