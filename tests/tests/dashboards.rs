@@ -30,7 +30,7 @@ use netns_monitor_tests::{
         prometheus::{self, Prometheus},
         promql,
         python::yaml_document,
-        repo_file,
+        repo_file, require_program,
     },
     netns::{self, NetnsGuard, cli_path, ok},
     require_root, sentinel, unique_name,
@@ -354,6 +354,11 @@ fn every_dashboard_query_returns_data_from_a_live_agent() {
     ok(&["add", &c]);
     ok(&["del", &c]);
     let a_inode = netns_monitor_tests::inode(format!("/run/netns/{a}")).to_string();
+    // A process living in namespace a, as a workload would (nsenter execs it: the pid is the sleep itself,
+    // killed on drop).
+    let mut sleeper = std::process::Command::new(require_program("nsenter", "util-linux"));
+    sleeper.arg(format!("--net=/run/netns/{a}")).args(["--", "sleep", "600"]);
+    let _workload = Daemon::spawn("sleep in the test namespace", sleeper, dir.path.join("sleep.log"));
 
     let _traffic = Traffic::start(&a, &b, &b_ip);
     // A failed setns (EBADF) for the transition-error panel; every namespace entry above was a setns too.
