@@ -3,7 +3,8 @@
 //! Each step checks before it installs and says what it installs, so a second run prints "nothing to install".
 //! What a fresh machine of our kind lacks (see ../shared/TOOLCHAIN.md): nightly `rust-src` (for
 //! `-Z build-std=core` on bpfel-unknown-none), Debian's `llvm-22-dev` (same major as rustc's LLVM) and
-//! `bpf-linker` built against it, plus the Debian tools the tests use as oracles and traffic sources.
+//! `bpf-linker` built against it, plus the Debian tools the tests use as oracles and traffic sources, and
+//! `kubernetes-validate` (PyPI) in a virtual environment of the workspace for the deployment tests.
 
 use std::{path::Path, process::Command, time::Instant};
 
@@ -18,9 +19,17 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the build needs.
 const BUILD_PACKAGES: &[&str] = &["llvm-22-dev"];
-/// Debian packages the test suite uses (oracles: `ip`, `nsenter`, `unshare`, `nft`; independent HTTP and TLS
-/// clients for the metrics endpoint: `curl`, and `openssl s_client`, which still speaks TLS 1.0/1.1).
-const TEST_PACKAGES: &[&str] = &["iproute2", "util-linux", "nftables", "curl", "openssl"];
+/// Debian packages the test suite uses: oracles (`ip`, `nsenter`, `unshare`, `nft`); independent HTTP and TLS
+/// clients for the metrics endpoint (`curl`, and `openssl s_client`, which still speaks TLS 1.0/1.1); and for
+/// the monitoring and deployment files `prometheus` (the server and `promtool`), `systemd` (`systemd-analyze`)
+/// and `python3-venv` (the virtual environment for kubernetes-validate).
+const TEST_PACKAGES: &[&str] =
+    &["iproute2", "util-linux", "nftables", "curl", "openssl", "prometheus", "systemd", "python3-venv"];
+/// kubernetes-validate release the deployment tests validate the manifests with (its schemas go up to
+/// Kubernetes 1.37).
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+/// The virtual environment for PyPI tools, relative to the workspace (tests/src/monitoring/python.rs reads it).
+const PYTHON_TOOLS_VENV: &str = "target/python-tools";
 
 #[derive(Debug, Default, clap::Args)]
 pub struct SetupArgs {
@@ -42,6 +51,9 @@ pub fn setup(args: &SetupArgs) -> anyhow::Result<Vec<String>> {
     installed.extend(ensure_debian_packages(&packages)?);
     installed.extend(ensure_nightly_rust_src()?);
     installed.extend(ensure_bpf_linker()?);
+    if args.tests {
+        installed.extend(ensure_python_tools()?);
+    }
 
     if installed.is_empty() {
         eprintln!("[setup] nothing to install ({:.1}s)", started.elapsed().as_secs_f64());
@@ -151,4 +163,34 @@ fn ensure_bpf_linker() -> anyhow::Result<Vec<String>> {
         bail!("bpf-linker was installed but does not run; is ~/.cargo/bin on PATH?");
     }
     Ok(vec![format!("cargo:bpf-linker@{BPF_LINKER_VERSION}")])
+}
+
+/// kubernetes-validate (and with it PyYAML) in a virtual environment of the workspace: no `pip --user` into
+/// whichever Python is first on PATH (Debian's refuses it, PEP 668), and the tests find it at a fixed path.
+fn ensure_python_tools() -> anyhow::Result<Vec<String>> {
+    let venv = cmd::workspace_root().join(PYTHON_TOOLS_VENV);
+    let python = venv.join("bin/python");
+    let installed_version = output(
+        Command::new(&python).args(["-c", "import importlib.metadata as m; print(m.version('kubernetes-validate'))"]),
+    );
+    if installed_version.as_deref().map(str::trim) == Some(KUBERNETES_VALIDATE_VERSION) {
+        return Ok(Vec::new());
+    }
+    if !python.exists() {
+        eprintln!("[setup] creating a Python virtual environment in {}", venv.display());
+        cmd::run(Command::new("python3").arg("-m").arg("venv").arg(&venv)).context(
+            "cannot create a virtual environment; is python3 with the venv module (python3-venv) installed?",
+        )?;
+    }
+    eprintln!("[setup] installing kubernetes-validate {KUBERNETES_VALIDATE_VERSION} from PyPI into {}", venv.display());
+    cmd::run(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        &format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"),
+    ]))
+    .context("cannot install kubernetes-validate; is PyPI reachable?")?;
+    Ok(vec![format!("pip:kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}")])
 }
