@@ -15,10 +15,28 @@ use tokio::{
 
 use crate::{netns, unique_name};
 
+/// A bpffs directory for one agent's pins, removed (which detaches the classifiers pinned there) on drop.
+pub struct PinDir {
+    pub path: PathBuf,
+}
+
+impl PinDir {
+    pub fn new(prefix: &str) -> Self {
+        Self { path: PathBuf::from(format!("/sys/fs/bpf/{}", unique_name(prefix))) }
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 /// A running `netns-monitor run`. Dropping it kills the agent and removes its pin directory (which detaches
 /// the classifiers it left pinned).
 pub struct AgentProcess {
     pub pin_dir: PathBuf,
+    _pins: PinDir,
     pub child: Child,
     pub stderr: Lines<BufReader<ChildStderr>>,
     extra: Vec<String>,
@@ -27,10 +45,11 @@ pub struct AgentProcess {
 impl AgentProcess {
     /// Starts an agent with a fresh pin directory and waits until it has attached everything.
     pub async fn start(extra: &[&str]) -> Self {
-        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{}", unique_name("nsm-agent")));
+        let pins = PinDir::new("nsm-agent");
+        let pin_dir = pins.path.clone();
         let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
         let (child, stderr) = spawn(&pin_dir, &extra).await;
-        Self { pin_dir, child, stderr, extra }
+        Self { pin_dir, _pins: pins, child, stderr, extra }
     }
 
     /// Kills the agent with SIGKILL (no clean-up of any kind) and waits for it to be gone.
@@ -100,8 +119,8 @@ async fn spawn(pin_dir: &std::path::Path, extra: &[String]) -> (Child, Lines<Buf
 
 impl Drop for AgentProcess {
     fn drop(&mut self) {
+        // Killed before its pin directory (a field, dropped after this) goes.
         let _ = self.child.start_kill();
-        let _ = std::fs::remove_dir_all(&self.pin_dir);
     }
 }
 

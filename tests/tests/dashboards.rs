@@ -22,11 +22,13 @@ use std::{
 };
 
 use netns_monitor_tests::{
+    agent::PinDir,
     monitoring::{
         Daemon, TempDir,
         contract::Contract,
         free_port,
         grafana::{self, Dashboard, Query, VariableQuery, interpolate, regex_escape},
+        http,
         prometheus::{self, Prometheus},
         promql,
         python::yaml_document,
@@ -323,9 +325,19 @@ fn every_dashboard_query_returns_data_from_a_live_agent() {
 
     // The agent first, so it sees the namespaces being created and the veth ends appearing.
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
+    // Its own pin directory, removed at the end, so the test leaves no classifier behind.
+    let pins = PinDir::new("nsm-dash");
     let mut cmd = std::process::Command::new(cli_path());
-    cmd.args(["run", "--listen", &listen.to_string()]).env("RUST_LOG", "info");
+    cmd.args(["run", "--listen", &listen.to_string()]).arg("--pin-dir").arg(&pins.path).env("RUST_LOG", "info");
     let mut agent = Daemon::spawn("netns-monitor run", cmd, dir.path.join("agent.log"));
+    // The endpoint answers only once the programs are attached and every namespace scanned: from then on the
+    // agent sees everything below.
+    let started = Instant::now();
+    while !http::get(listen, "/metrics", Duration::from_secs(2)).is_ok_and(|r| r.status == 200) {
+        agent.assert_running("starting");
+        assert!(started.elapsed() < Duration::from_secs(60), "the agent did not serve /metrics within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // Two namespaces joined by a veth, and a third created and destroyed.
     let (a, b) = (unique_name("nsm-da"), unique_name("nsm-db"));

@@ -126,14 +126,9 @@ impl Metrics {
         Ok(Self { registry, looped })
     }
 
-    /// The exposition text.
-    pub fn render(&self) -> String {
-        let families = self.registry.gather();
-        let mut out = String::new();
-        if let Err(err) = prometheus::TextEncoder::new().encode_utf8(&families, &mut out) {
-            tracing::error!(%err, "cannot encode metrics");
-        }
-        out
+    /// The exposition text (an error makes the scrape fail rather than serve a partial page).
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        prometheus::TextEncoder::new().encode_to_string(&self.registry.gather())
     }
 }
 

@@ -15,6 +15,7 @@
 //! on until the next agent adopts them.
 
 pub mod collector;
+pub mod config;
 pub mod topology;
 
 use std::{

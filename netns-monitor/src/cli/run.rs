@@ -1,33 +1,97 @@
 //! `netns-monitor run`.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
+use anyhow::Context as _;
 use clap::Args;
 
+use super::UsageError;
 use crate::{
-    agent::{Agent, AgentOptions},
+    agent::{Agent, AgentOptions, config::AgentConfig},
     bpf::{DEFAULT_PIN_DIR, LoadOptions},
+    metrics::{MetricsServer, Render, WebConfig},
 };
+
+/// Where `/metrics` is served when neither `--listen` nor the config file says: localhost only, on a port
+/// outside Prometheus' fully allocated 9100-9999 exporter block (docs/metrics.md).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:10931";
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Address for the metrics endpoint (`/metrics`, and `/` linking to it). [default: 127.0.0.1:10931]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Prometheus exporter-toolkit web configuration: TLS (>= 1.2) and basic auth with bcrypt hashes
+    /// (see deploy/web-config.example.yml).
+    #[arg(long, value_name = "FILE")]
+    web_config: Option<PathBuf>,
+    /// YAML file with the same settings as these flags (listen, web_config, pin_dir, ring_buffer_bytes);
+    /// flags given here win.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Where maps and classifier links are pinned (bpffs). A restarted agent adopts what it finds there.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
-    pin_dir: PathBuf,
+    /// [default: /sys/fs/bpf/netns-monitor]
+    #[arg(long, value_name = "DIR")]
+    pin_dir: Option<PathBuf>,
     /// Size of the transition event ring buffer in bytes: a power of two, at least the page size (4096).
     #[arg(long, value_name = "BYTES")]
     ring_buffer_bytes: Option<u32>,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // Everything that can be wrong with the configuration is found before anything is loaded into the kernel.
+    let file = match &args.config {
+        Some(path) => AgentConfig::load(path).map_err(|err| UsageError(crate::bpf::error_chain(&err)))?,
+        None => AgentConfig::default(),
+    };
+    let ring_buffer_bytes = args.ring_buffer_bytes.or(file.ring_buffer_bytes);
+    if let Some(bytes) = ring_buffer_bytes
+        && !(bytes >= 4096 && bytes.is_power_of_two())
+    {
+        return Err(UsageError(format!("--ring-buffer-bytes must be a power of two >= 4096, not {bytes}")).into());
+    }
+    let listen = args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
+    let web = match args.web_config.or(file.web_config) {
+        Some(path) => Some(WebConfig::load(&path).map_err(|err| UsageError(crate::bpf::error_chain(&err)))?),
+        None => None,
+    };
+    let server = MetricsServer::bind(listen, web).await.with_context(|| format!("cannot serve metrics on {listen}"))?;
     let options = AgentOptions {
         load: LoadOptions {
-            ring_buffer_bytes: args.ring_buffer_bytes,
-            pin_dir: Some(args.pin_dir),
+            ring_buffer_bytes,
+            pin_dir: Some(args.pin_dir.or(file.pin_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR))),
             ..LoadOptions::default()
         },
     };
     let agent = Agent::start(&options).await?;
-    agent.run(super::shutdown_signal()).await?;
+    let metrics = agent.metrics();
+    let render: Render = Arc::new(move || metrics.render().map_err(Into::into));
+    tracing::info!(address = %server.local_addr(), "serving /metrics");
+    let (stop, stopped) = tokio::sync::watch::channel(());
+    let (failed, http_failed) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(async move {
+        let mut stopped = stopped;
+        let served = server
+            .run(render, async move {
+                let _ = stopped.changed().await;
+            })
+            .await;
+        if served.is_err() {
+            let _ = failed.send(());
+        }
+        served
+    });
+    // The agent stops on SIGINT/SIGTERM, or when the endpoint died (an agent nobody can scrape is no agent).
+    let result = agent
+        .run(async move {
+            tokio::select! {
+                () = super::shutdown_signal() => {}
+                Ok(()) = http_failed => tracing::error!("the metrics endpoint stopped; shutting down"),
+            }
+        })
+        .await;
+    drop(stop);
+    http.await.context("the metrics server task failed")?.context("the metrics server failed")?;
+    result?;
     Ok(ExitCode::SUCCESS)
 }
