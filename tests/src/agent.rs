@@ -36,6 +36,8 @@ impl Drop for PinDir {
 /// the classifiers it left pinned).
 pub struct AgentProcess {
     pub pin_dir: PathBuf,
+    /// Where its metrics endpoint listens.
+    pub listen: std::net::SocketAddr,
     _pins: PinDir,
     pub child: Child,
     pub stderr: Lines<BufReader<ChildStderr>>,
@@ -43,13 +45,19 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
-    /// Starts an agent with a fresh pin directory and waits until it has attached everything.
+    /// Starts an agent with a fresh pin directory and a free local port for its endpoint (unless `extra` has a
+    /// `--listen`), and waits until it has attached everything.
     pub async fn start(extra: &[&str]) -> Self {
         let pins = PinDir::new("nsm-agent");
         let pin_dir = pins.path.clone();
-        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let mut extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        if !extra.iter().any(|arg| arg == "--listen") {
+            extra.extend(["--listen".to_owned(), format!("127.0.0.1:{}", crate::monitoring::free_port())]);
+        }
+        let at = extra.iter().position(|arg| arg == "--listen").expect("--listen") + 1;
+        let listen = extra[at].parse().expect("--listen takes an address");
         let (child, stderr) = spawn(&pin_dir, &extra).await;
-        Self { pin_dir, _pins: pins, child, stderr, extra }
+        Self { pin_dir, listen, _pins: pins, child, stderr, extra }
     }
 
     /// Kills the agent with SIGKILL (no clean-up of any kind) and waits for it to be gone.
@@ -140,4 +148,60 @@ pub fn kernel_stats(netns: &str, device: &str) -> [u64; 4] {
 pub fn agent_stats(interface: &Value) -> [u64; 4] {
     [&interface["rx"]["bytes"], &interface["rx"]["packets"], &interface["tx"]["bytes"], &interface["tx"]["packets"]]
         .map(|v| v.as_u64().expect("counter"))
+}
+
+/// Two named namespaces A and B, IPv6 off (no spontaneous traffic), and a veth between them: `va` in A with
+/// NET.1, `vb` in B with NET.2. Made after the agent started, with the product's own CLI.
+pub struct VethPair {
+    _guard: netns::NetnsGuard,
+    pub a: String,
+    pub b: String,
+    pub va: String,
+    pub vb: String,
+    /// The /24 prefix: `NET.1` is `va`, `NET.2` is `vb`.
+    pub net: String,
+}
+
+impl VethPair {
+    /// `index` picks the subnet (see [`netns::subnet`]); unique per test.
+    pub fn new(index: u8) -> Self {
+        let (a, b) = (unique_name("nsm-ta"), unique_name("nsm-tb"));
+        let (va, vb) = (unique_name("va"), unique_name("vb"));
+        let guard = netns::NetnsGuard::new(&a);
+        let _guard_b = netns::NetnsGuard::new(&b);
+        netns::ok(&["add", &a]);
+        netns::ok(&["add", &b]);
+        for ns in [&a, &b] {
+            netns::sh_ok("ip", &["netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+            netns::sh_ok("ip", &["netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+        }
+        let net = netns::subnet(index);
+        netns::ok(&[
+            "veth",
+            "add",
+            &va,
+            &vb,
+            "--host-netns",
+            &a,
+            "--netns",
+            &b,
+            "--address",
+            &format!("{net}.1/24"),
+            "--peer-address",
+            &format!("{net}.2/24"),
+        ]);
+        std::mem::forget(_guard_b);
+        Self { _guard: guard, a, b, va, vb, net }
+    }
+
+    /// The inode of namespace `ns` (`self.a` or `self.b`).
+    pub fn inode(&self, ns: &str) -> u32 {
+        crate::inode(format!("/run/netns/{ns}"))
+    }
+}
+
+impl Drop for VethPair {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.b]).status();
+    }
 }

@@ -13,10 +13,10 @@ use std::{
 };
 
 use netns_monitor_tests::{
-    agent::{AgentProcess, agent_stats, kernel_stats},
-    inode,
-    netns::{NetnsGuard, addr, in_named, ok, port, sh_ok, subnet},
-    require_root, unique_name,
+    agent::{AgentProcess, VethPair, agent_stats, kernel_stats},
+    monitoring::http,
+    netns::{addr, in_named, port},
+    require_root,
 };
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -24,62 +24,9 @@ const UDP_DATAGRAMS: usize = 200;
 const UDP_SIZE: usize = 1000;
 const TCP_BYTES: usize = 2 * 1024 * 1024;
 
-/// Two named namespaces A and B, IPv6 off (no spontaneous traffic), and a veth between them: `va` in A with
-/// NET.1, `vb` in B with NET.2. Made after the agent started, with the product's own CLI.
-struct Pair {
-    _guard: NetnsGuard,
-    a: String,
-    b: String,
-    va: String,
-    vb: String,
-    net: String,
-}
-
-impl Pair {
-    fn new(index: u8) -> Self {
-        let (a, b) = (unique_name("nsm-ta"), unique_name("nsm-tb"));
-        let (va, vb) = (unique_name("va"), unique_name("vb"));
-        let guard = NetnsGuard::new(&a);
-        let _guard_b = NetnsGuard::new(&b);
-        ok(&["add", &a]);
-        ok(&["add", &b]);
-        for ns in [&a, &b] {
-            sh_ok("ip", &["netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-            sh_ok("ip", &["netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
-        }
-        let net = subnet(index);
-        ok(&[
-            "veth",
-            "add",
-            &va,
-            &vb,
-            "--host-netns",
-            &a,
-            "--netns",
-            &b,
-            "--address",
-            &format!("{net}.1/24"),
-            "--peer-address",
-            &format!("{net}.2/24"),
-        ]);
-        std::mem::forget(_guard_b);
-        Self { _guard: guard, a, b, va, vb, net }
-    }
-
-    fn inode(&self, ns: &str) -> u32 {
-        inode(format!("/run/netns/{ns}"))
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["netns", "del", &self.b]).status();
-    }
-}
-
 /// A TCP stream from A to B, then UDP datagrams from A to a receiver in B; returns once B received them all.
 /// TCP first: it resolves the neighbours, so no datagram waits (and gets dropped) in an unresolved ARP queue.
-fn known_traffic(pair: &Pair, udp_port: u16, tcp_port: u16) {
+fn known_traffic(pair: &VethPair, udp_port: u16, tcp_port: u16) {
     let (a, b, net) = (pair.a.clone(), pair.b.clone(), pair.net.clone());
     let receiver_addr = addr(&format!("{net}.2"), udp_port);
     let receiver = in_named(&b, move || UdpSocket::bind(receiver_addr).expect("bind UDP in B"));
@@ -114,7 +61,7 @@ fn known_traffic(pair: &Pair, udp_port: u16, tcp_port: u16) {
 
 /// Waits until the agent's counters of every interface of `pair` equal the kernel's (the last packets of a TCP
 /// close may still be in flight), or fails showing both.
-fn assert_counters_equal_kernel(agent: &AgentProcess, pair: &Pair) {
+fn assert_counters_equal_kernel(agent: &AgentProcess, pair: &VethPair) {
     for (ns, dev) in [(&pair.a, &pair.va), (&pair.b, &pair.vb)] {
         let start = Instant::now();
         loop {
@@ -137,7 +84,7 @@ async fn counters_equal_kernel_statistics_exactly() {
     require_root();
     // Started first: the namespaces and the veth below appear while it runs.
     let agent = AgentProcess::start(&[]).await;
-    let pair = Pair::new(41);
+    let pair = VethPair::new(41);
     agent.wait_counting(pair.inode(&pair.a), &pair.va, DEADLINE);
     agent.wait_counting(pair.inode(&pair.b), &pair.vb, DEADLINE);
     assert_eq!(kernel_stats(&pair.a, &pair.va), [0, 0, 0, 0], "IPv6 is off: nothing flowed before our traffic");
@@ -157,10 +104,11 @@ async fn counters_equal_kernel_statistics_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleted_namespaces_lose_their_counters_and_pins() {
+async fn deleted_namespaces_lose_their_counters_series_and_pins() {
     require_root();
     let agent = AgentProcess::start(&[]).await;
-    let pair = Pair::new(43);
+    let listen = agent.listen;
+    let pair = VethPair::new(43);
     let (ia, ib) = (pair.inode(&pair.a), pair.inode(&pair.b));
     agent.wait_counting(ia, &pair.va, DEADLINE);
     agent.wait_counting(ib, &pair.vb, DEADLINE);
@@ -170,16 +118,26 @@ async fn deleted_namespaces_lose_their_counters_and_pins() {
             .unwrap_or_default()
     };
     assert!(pins().iter().any(|p| p.starts_with(&format!("{ia}-"))), "links pinned: {:?}", pins());
+    let series_of = |inode: u32| {
+        let scrape = http::get(listen, "/metrics", Duration::from_secs(10)).expect("scrape");
+        scrape.body.lines().filter(|l| l.contains(&format!("netns=\"{inode}\""))).count()
+    };
+    assert!(series_of(ib) > 0, "the namespace has series while it lives");
 
     drop(pair);
     let start = Instant::now();
     loop {
         let listed = agent.stats().iter().any(|ns| ns["netns"] == ia || ns["netns"] == ib);
         let pinned = pins().iter().any(|p| p.starts_with(&format!("{ia}-")) || p.starts_with(&format!("{ib}-")));
-        if !listed && !pinned {
+        let series = series_of(ia) + series_of(ib);
+        if !listed && !pinned && series == 0 {
             break;
         }
-        assert!(start.elapsed() < DEADLINE, "counters listed: {listed}, links pinned: {pinned}: {:?}", pins());
+        assert!(
+            start.elapsed() < DEADLINE,
+            "counters listed: {listed}, links pinned: {pinned}, series: {series}: {:?}",
+            pins()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -188,7 +146,7 @@ async fn deleted_namespaces_lose_their_counters_and_pins() {
 async fn kill_9_and_restart_lose_nothing() {
     require_root();
     let mut agent = AgentProcess::start(&[]).await;
-    let pair = Pair::new(45);
+    let pair = VethPair::new(45);
     let (ia, ib) = (pair.inode(&pair.a), pair.inode(&pair.b));
     agent.wait_counting(ia, &pair.va, DEADLINE);
     agent.wait_counting(ib, &pair.vb, DEADLINE);

@@ -9,7 +9,7 @@ use super::UsageError;
 use crate::{
     agent::{Agent, AgentOptions, config::AgentConfig},
     bpf::{DEFAULT_PIN_DIR, LoadOptions},
-    metrics::{MetricsServer, Render, WebConfig},
+    metrics::{HttpError, MetricsServer, Render, WebConfig},
 };
 
 /// Where `/metrics` is served when neither `--listen` nor the config file says: localhost only, on a port
@@ -55,7 +55,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Some(WebConfig::load(&path).map_err(|err| UsageError(crate::bpf::error_chain(&err)))?),
         None => None,
     };
-    let server = MetricsServer::bind(listen, web).await.with_context(|| format!("cannot serve metrics on {listen}"))?;
+    let server = match MetricsServer::bind(listen, web).await {
+        Ok(server) => server,
+        // Certificates, keys and users named by the web config are the operator's input: bad usage (exit 2).
+        Err(err @ (HttpError::Tls { .. } | HttpError::Auth { .. })) => {
+            return Err(UsageError(crate::bpf::error_chain(&err)).into());
+        }
+        Err(err) => return Err(anyhow::Error::new(err).context(format!("cannot serve metrics on {listen}"))),
+    };
     let options = AgentOptions {
         load: LoadOptions {
             ring_buffer_bytes,
