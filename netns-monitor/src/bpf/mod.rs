@@ -367,11 +367,39 @@ impl Probes {
     }
 }
 
-/// A pin directory nobody else uses: `/sys/fs/bpf/netns-monitor-<pid>-<n>`.
+/// A pin directory nobody else uses: `/sys/fs/bpf/netns-monitor-<pid>-<n>`. Private directories of
+/// processes that died without dropping their probes (SIGKILL) are removed on the way.
 fn private_pin_dir() -> PathBuf {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    remove_orphaned_private_dirs();
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     PathBuf::from(format!("{}-{}-{n}", DEFAULT_PIN_DIR, std::process::id()))
+}
+
+/// Removes `netns-monitor-<pid>-<n>` directories whose process is gone.
+fn remove_orphaned_private_dirs() {
+    let Some((parent, prefix)) = DEFAULT_PIN_DIR.rsplit_once('/') else { return };
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, n)| n.parse::<u32>().ok().and(pid.parse::<u32>().ok()))
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => tracing::debug!(dir = %entry.path().display(), "removed an orphaned private pin directory"),
+                Err(err) => {
+                    tracing::debug!(%err, dir = %entry.path().display(), "cannot remove an orphaned pin directory")
+                }
+            }
+        }
+    }
 }
 
 /// Loads (verifies) and attaches one program.
