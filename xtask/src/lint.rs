@@ -8,6 +8,15 @@ use crate::cmd::{self, cargo, workspace_root};
 const NIGHTLY_FMT: &str = "group_imports=StdExternalCrate,imports_granularity=Crate";
 
 pub fn lint() -> anyhow::Result<()> {
+    // Merge conflict markers slip past every compiler when they sit in docs or YAML.
+    let markers = cmd::output(
+        Command::new("git")
+            .args(["grep", "-n", "-I", "-E", "^(<<<<<<<|>>>>>>>) |^=======$"])
+            .current_dir(workspace_root()),
+    );
+    if let Some(found) = markers.filter(|f| !f.trim().is_empty()) {
+        anyhow::bail!("merge conflict markers left in tracked files:\n{found}");
+    }
     // Stable formatting, plus the nightly-only import grouping (std / external / crate) that rustfmt.toml
     // cannot set without making every stable `cargo fmt` warn.
     cmd::run(cargo().args(["fmt", "--all", "--", "--check"]))?;
