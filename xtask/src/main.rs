@@ -33,9 +33,9 @@ enum Task {
     Test(test::TestArgs),
     /// Set up, build in release mode and run the agent (`netns-monitor run`) with the given arguments.
     Run(run::RunArgs),
-    /// Run a benchmark (builds what it measures in release mode; needs root).
-    #[command(subcommand)]
-    Bench(bench::Bench),
+    /// Run the benchmark suite, or one benchmark (builds what it measures in release mode; needs root). Writes
+    /// target/bench/results.{md,json}.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {

@@ -68,7 +68,7 @@ fn dpkg_installed(package: &str) -> bool {
         .is_some_and(|status| status.trim() == "install ok installed")
 }
 
-fn ensure_debian_packages(packages: &[&str]) -> anyhow::Result<Vec<String>> {
+pub(crate) fn ensure_debian_packages(packages: &[&str]) -> anyhow::Result<Vec<String>> {
     let missing: Vec<&str> = packages.iter().copied().filter(|p| !dpkg_installed(p)).collect();
     if missing.is_empty() {
         return Ok(Vec::new());

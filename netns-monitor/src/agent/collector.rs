@@ -1,35 +1,41 @@
 //! The `/metrics` content (names and labels documented in docs/metrics.md).
 //!
-//! Counters the event loop increments (transitions, lifecycle, attach failures) are ordinary registered
-//! metrics. Everything describing the current state is built fresh at each scrape by [`StateCollector`]: a
-//! scan of the host's namespaces, the pinned traffic map and the kernel's counters. Building it fresh is what
-//! makes a vanished namespace lose all its series within one scrape.
+//! Counters the event loop increments (transitions, lifecycle, attach failures), the build and the process
+//! are ordinary registered metrics. Everything describing the current state is read fresh at each scrape by
+//! [`StateCollector`] into a [`Snapshot`] (a scan of the host's namespaces, the pinned traffic map and the
+//! kernel's counters) and written straight to text. Reading it fresh is what makes a vanished namespace lose
+//! all its series within one scrape.
+//!
+//! Why not the prometheus crate for the state: with 10,000 namespaces a scrape has about 470,000 series.
+//! Building them as metric vectors (a hash, label vectors and a protobuf message per series) then encoding
+//! them took 2.5 s and hundreds of MB; writing the same text directly takes a fraction of that (measured with
+//! `cargo xtask bench scrape`, see the README). The output is byte for byte what the crate's `TextEncoder`
+//! would write (families sorted by name, series by label values, labels by name), which a unit test checks
+//! against the crate itself.
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex},
+    fmt::Write as _,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Instant,
 };
 
 use netns_monitor_common::traffic::{DIR_EGRESS, DIR_INGRESS, PROTO_ICMP, PROTO_OTHER, PROTO_TCP, PROTO_UDP};
-use prometheus::{
-    CounterVec, GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    core::{Collector, Desc},
-    proto::MetricFamily,
-};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, core::Collector, proto::MetricFamily};
 
 use super::topology::Topology;
 use crate::{
-    bpf::Probes,
+    bpf::{KernelCounters, Probes, ProgramStats},
     inventory::{Inventory, Netns, ScanOptions, container},
-    traffic::counters::TrafficMap,
+    traffic::counters::{Totals, TrafficMap},
 };
 
-/// For the metrics without labels (kept as vecs so every state metric is built the same way).
-const NO_LABELS: &[&str] = &[];
-
-const PROTOCOLS: [(usize, &str); 4] =
-    [(PROTO_TCP, "tcp"), (PROTO_UDP, "udp"), (PROTO_ICMP, "icmp"), (PROTO_OTHER, "other")];
+/// Protocol label values in the order the exposition sorts them, with their index in the counters.
+const PROTOCOLS_SORTED: [(&str, usize); 4] =
+    [("icmp", PROTO_ICMP), ("other", PROTO_OTHER), ("tcp", PROTO_TCP), ("udp", PROTO_UDP)];
 
 /// Counters the agent's event loop increments.
 #[derive(Clone)]
@@ -44,8 +50,14 @@ pub struct LoopMetrics {
 
 /// Everything `/metrics` serves.
 pub struct Metrics {
+    /// The registered metrics (event loop counters, build, process); the state is written beside them.
     pub registry: Registry,
     pub looped: LoopMetrics,
+    state: StateCollector,
+    /// One scrape renders at a time; concurrent scrapers wait for it. Without this, clients that time out and
+    /// retry against a large host each start another render (spawn_blocking) while the previous ones still
+    /// run: an agent with 10,000 namespaces and an impatient scraper reached 17 GB this way.
+    rendering: Mutex<()>,
 }
 
 /// Errors building the registry (only a programming error can cause one: duplicate or invalid names).
@@ -118,174 +130,97 @@ impl Metrics {
             Box::new(looped.attach_failures.clone()),
             Box::new(build),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
-            Box::new(state),
         ];
         for collector in collectors {
             registry.register(collector).map_err(MetricsError)?;
         }
-        Ok(Self { registry, looped })
+        Ok(Self { registry, looped, state, rendering: Mutex::new(()) })
     }
 
     /// The exposition text (an error makes the scrape fail rather than serve a partial page).
     pub fn render(&self) -> Result<String, prometheus::Error> {
-        prometheus::TextEncoder::new().encode_to_string(&self.registry.gather())
+        let _one = self.rendering.lock().unwrap_or_else(|p| p.into_inner());
+        let started = Instant::now();
+        let snapshot = self.state.snapshot();
+        let mut out = String::with_capacity(self.state.last_len.load(Ordering::Relaxed) + 4096);
+        write_exposition(&snapshot, &self.registry.gather(), &mut out)?;
+        drop(snapshot);
+        // Not at every scrape: memory given back is faulted in again by the next one (measured: +20 ms a
+        // scrape with 1,000 namespaces). Once a minute bounds what bursts (event storms, rescans) leave behind.
+        let mut trimmed = self.state.last_trim.lock().unwrap_or_else(|p| p.into_inner());
+        if trimmed.is_none_or(|at| at.elapsed() >= TRIM_EVERY) {
+            release_free_memory();
+            *trimmed = Some(Instant::now());
+        }
+        drop(trimmed);
+        self.state.last_len.store(out.len(), Ordering::Relaxed);
+        *self.state.last_duration.lock().unwrap_or_else(|p| p.into_inner()) = started.elapsed().as_secs_f64();
+        Ok(out)
     }
 }
 
-/// Builds the state metrics at each scrape.
+/// Returns the allocator's free memory to the kernel. The agent's start-up (a thread, a netlink connection and
+/// a small runtime per namespace it enters) and every scrape (a few hundred thousand short strings with 10,000
+/// namespaces) free most of what they allocate, but glibc keeps freed memory mapped in its arenas: with 3,000
+/// namespaces 62 of an idle agent's 77 MB resident were free heap, and `malloc_trim` brought it to 15 MB.
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions; it only gives free pages of the arenas back to the kernel
+    // and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Reads the state at each scrape.
 pub struct StateCollector {
     topology: Arc<Mutex<Topology>>,
     probes: Arc<Mutex<Probes>>,
     traffic: TrafficMap,
     /// How long the previous scrape took (reported by the next one).
     last_duration: Mutex<f64>,
-    templates: Templates,
+    /// Size of the previous exposition, to allocate the next one at once.
+    last_len: AtomicUsize,
+    /// When a scrape last gave free memory back (see [`TRIM_EVERY`]).
+    last_trim: Mutex<Option<Instant>>,
 }
 
-/// One instance of every state metric: for `desc()`, and cloned empty at each scrape.
-#[derive(Clone)]
-struct Templates {
-    receive_bytes: IntCounterVec,
-    receive_packets: IntCounterVec,
-    transmit_bytes: IntCounterVec,
-    transmit_packets: IntCounterVec,
-    receive_protocol_bytes: IntCounterVec,
-    receive_protocol_packets: IntCounterVec,
-    transmit_protocol_bytes: IntCounterVec,
-    transmit_protocol_packets: IntCounterVec,
-    netns_receive_bytes: IntCounterVec,
-    netns_receive_packets: IntCounterVec,
-    netns_transmit_bytes: IntCounterVec,
-    netns_transmit_packets: IntCounterVec,
-    netns_info: IntGaugeVec,
-    netns_processes: IntGaugeVec,
-    netns_interfaces: IntGaugeVec,
-    events_lost: IntCounterVec,
-    ringbuf_size: IntGaugeVec,
-    ringbuf_fill: GaugeVec,
-    run_time: CounterVec,
-    runs: IntCounterVec,
-    attached: IntGaugeVec,
-    scrape_duration: GaugeVec,
+/// How often a scrape gives the allocator's free memory back to the kernel.
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// One namespace's row of the per-namespace families.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NetnsRow {
+    pub inode: u32,
+    pub name: String,
+    pub nsid: Option<i32>,
+    pub source: &'static str,
+    pub processes: u64,
+    pub interfaces: u64,
 }
 
-impl Templates {
-    fn new() -> Result<Self, prometheus::Error> {
-        let iface = &["netns", "name", "device"][..];
-        let proto = &["netns", "name", "device", "protocol"][..];
-        let netns = &["netns", "name"][..];
-        let c = |name: &str, help: &str, labels: &[&str]| IntCounterVec::new(opts(name, help), labels);
-        let g = |name: &str, help: &str, labels: &[&str]| IntGaugeVec::new(opts(name, help), labels);
-        Ok(Self {
-            receive_bytes: c("netns_monitor_network_receive_bytes_total", "Bytes received by the interface.", iface)?,
-            receive_packets: c(
-                "netns_monitor_network_receive_packets_total",
-                "Packets received by the interface.",
-                iface,
-            )?,
-            transmit_bytes: c("netns_monitor_network_transmit_bytes_total", "Bytes sent by the interface.", iface)?,
-            transmit_packets: c(
-                "netns_monitor_network_transmit_packets_total",
-                "Packets sent by the interface.",
-                iface,
-            )?,
-            receive_protocol_bytes: c(
-                "netns_monitor_network_receive_protocol_bytes_total",
-                "Bytes received by the interface, by transport protocol.",
-                proto,
-            )?,
-            receive_protocol_packets: c(
-                "netns_monitor_network_receive_protocol_packets_total",
-                "Packets received by the interface, by transport protocol.",
-                proto,
-            )?,
-            transmit_protocol_bytes: c(
-                "netns_monitor_network_transmit_protocol_bytes_total",
-                "Bytes sent by the interface, by transport protocol.",
-                proto,
-            )?,
-            transmit_protocol_packets: c(
-                "netns_monitor_network_transmit_protocol_packets_total",
-                "Packets sent by the interface, by transport protocol.",
-                proto,
-            )?,
-            netns_receive_bytes: c(
-                "netns_monitor_netns_receive_bytes_total",
-                "Bytes received by the namespace's veths.",
-                netns,
-            )?,
-            netns_receive_packets: c(
-                "netns_monitor_netns_receive_packets_total",
-                "Packets received by the namespace's veths.",
-                netns,
-            )?,
-            netns_transmit_bytes: c(
-                "netns_monitor_netns_transmit_bytes_total",
-                "Bytes sent by the namespace's veths.",
-                netns,
-            )?,
-            netns_transmit_packets: c(
-                "netns_monitor_netns_transmit_packets_total",
-                "Packets sent by the namespace's veths.",
-                netns,
-            )?,
-            netns_info: g(
-                "netns_monitor_netns_info",
-                "One series per network namespace.",
-                &["netns", "name", "nsid", "source"],
-            )?,
-            netns_processes: g("netns_monitor_netns_processes", "Processes in the network namespace.", netns)?,
-            netns_interfaces: g("netns_monitor_netns_interfaces", "Veth ends counted in the namespace.", netns)?,
-            events_lost: c("netns_monitor_events_lost_total", "Transition events dropped on a full ring buffer.", &[])?,
-            ringbuf_size: g("netns_monitor_ringbuf_size_bytes", "Size of the event ring buffer.", &[])?,
-            ringbuf_fill: GaugeVec::new(
-                opts("netns_monitor_ringbuf_fill_ratio", "Highest ring buffer fill since the previous scrape."),
-                &[],
-            )?,
-            run_time: CounterVec::new(
-                opts("netns_monitor_bpf_program_run_time_seconds_total", "Time the kernel spent in each program."),
-                &["program"],
-            )?,
-            runs: c("netns_monitor_bpf_program_runs_total", "Runs of each program.", &["program"])?,
-            attached: g("netns_monitor_attached_interfaces", "Interfaces with both classifiers attached.", &[])?,
-            scrape_duration: GaugeVec::new(
-                opts("netns_monitor_scrape_duration_seconds", "Time the previous scrape took to collect."),
-                &[],
-            )?,
-        })
-    }
+/// One counted interface.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InterfaceRow {
+    pub netns: u32,
+    /// The namespace's `name` label.
+    pub name: String,
+    pub device: String,
+    pub totals: Totals,
+}
 
-    fn all(&self) -> Vec<&dyn Collector> {
-        vec![
-            &self.receive_bytes,
-            &self.receive_packets,
-            &self.transmit_bytes,
-            &self.transmit_packets,
-            &self.receive_protocol_bytes,
-            &self.receive_protocol_packets,
-            &self.transmit_protocol_bytes,
-            &self.transmit_protocol_packets,
-            &self.netns_receive_bytes,
-            &self.netns_receive_packets,
-            &self.netns_transmit_bytes,
-            &self.netns_transmit_packets,
-            &self.netns_info,
-            &self.netns_processes,
-            &self.netns_interfaces,
-            &self.events_lost,
-            &self.ringbuf_size,
-            &self.ringbuf_fill,
-            &self.run_time,
-            &self.runs,
-            &self.attached,
-            &self.scrape_duration,
-        ]
-    }
-
-    /// Fresh, empty copies: series exist only if this scrape sets them.
-    fn fresh(&self) -> Self {
-        Self::new().expect("the same options were valid at start-up")
-    }
+/// Everything one scrape reports about the current state, read before any text is written.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub namespaces: Vec<NetnsRow>,
+    /// Interfaces the agent counts that have counters.
+    pub interfaces: Vec<InterfaceRow>,
+    pub attached: u64,
+    /// Kernel counters and the ring buffer size, when they could be read.
+    pub kernel: Option<(KernelCounters, u32)>,
+    pub programs: Vec<ProgramStats>,
+    /// How long the previous scrape took.
+    pub last_duration: f64,
 }
 
 /// The `name` label: a /run/netns name or bind mount, else a container hint from the processes' cgroups.
@@ -310,13 +245,19 @@ impl StateCollector {
             probes,
             traffic,
             last_duration: Mutex::new(0.0),
-            templates: Templates::new().map_err(MetricsError)?,
+            last_len: AtomicUsize::new(0),
+            last_trim: Mutex::new(None),
         })
     }
 
-    fn build(&self) -> Templates {
-        let m = self.templates.fresh();
-        let inventory = Inventory::scan(&ScanOptions::default()).unwrap_or_else(|err| {
+    fn snapshot(&self) -> Snapshot {
+        // The scan (syscalls on /proc and /run/netns) and the map read are independent: on a thread each.
+        let (inventory, totals) = std::thread::scope(|s| {
+            let scan = s.spawn(|| Inventory::scan(&ScanOptions::default()));
+            let totals = self.traffic.totals();
+            (scan.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), totals)
+        });
+        let inventory = inventory.unwrap_or_else(|err| {
             tracing::warn!(error = %crate::bpf::error_chain(&err), "cannot scan namespaces for this scrape");
             Inventory::default()
         });
@@ -330,81 +271,652 @@ impl StateCollector {
         for key in topology.interfaces.keys() {
             names.entry(key.netns).or_default();
         }
-        for (&inode, name) in &names {
-            let ns = inventory.get(inode);
-            let netns = inode.to_string();
-            let nsid = topology.nsids.get(&inode).map(i32::to_string).unwrap_or_default();
-            let source = ns.map_or("other", |ns| ns.source().as_str());
-            m.netns_info.with_label_values(&[&netns, name, &nsid, source]).set(1);
-            m.netns_processes.with_label_values(&[&netns, name]).set(ns.map_or(0, |ns| ns.pids.len() as i64));
-            m.netns_interfaces.with_label_values(&[&netns, name]).set(topology.interfaces_of(inode).count() as i64);
-        }
+        let namespaces = names
+            .iter()
+            .map(|(&inode, name)| {
+                let ns = inventory.get(inode);
+                NetnsRow {
+                    inode,
+                    name: name.clone(),
+                    nsid: topology.nsids.get(&inode).copied(),
+                    source: ns.map_or("other", |ns| ns.source().as_str()),
+                    processes: ns.map_or(0, |ns| ns.pids.len() as u64),
+                    interfaces: topology.interfaces_of(inode).count() as u64,
+                }
+            })
+            .collect();
 
         // Traffic of the interfaces the agent counts.
-        match self.traffic.totals() {
-            Ok(totals) => {
-                for (key, device) in &topology.interfaces {
-                    let Some(t) = totals.get(key) else { continue };
-                    let netns = key.netns.to_string();
-                    let name = names.get(&key.netns).map_or("", String::as_str);
-                    let labels = [netns.as_str(), name, device.as_str()];
-                    m.receive_bytes.with_label_values(&labels).inc_by(t.bytes(DIR_INGRESS));
-                    m.receive_packets.with_label_values(&labels).inc_by(t.packets(DIR_INGRESS));
-                    m.transmit_bytes.with_label_values(&labels).inc_by(t.bytes(DIR_EGRESS));
-                    m.transmit_packets.with_label_values(&labels).inc_by(t.packets(DIR_EGRESS));
-                    for (proto, label) in PROTOCOLS {
-                        let labels = [netns.as_str(), name, device.as_str(), label];
-                        m.receive_protocol_bytes.with_label_values(&labels).inc_by(t.bytes[DIR_INGRESS][proto]);
-                        m.receive_protocol_packets.with_label_values(&labels).inc_by(t.packets[DIR_INGRESS][proto]);
-                        m.transmit_protocol_bytes.with_label_values(&labels).inc_by(t.bytes[DIR_EGRESS][proto]);
-                        m.transmit_protocol_packets.with_label_values(&labels).inc_by(t.packets[DIR_EGRESS][proto]);
-                    }
-                    let labels = [netns.as_str(), name];
-                    m.netns_receive_bytes.with_label_values(&labels).inc_by(t.bytes(DIR_INGRESS));
-                    m.netns_receive_packets.with_label_values(&labels).inc_by(t.packets(DIR_INGRESS));
-                    m.netns_transmit_bytes.with_label_values(&labels).inc_by(t.bytes(DIR_EGRESS));
-                    m.netns_transmit_packets.with_label_values(&labels).inc_by(t.packets(DIR_EGRESS));
-                }
+        let interfaces = match totals {
+            Ok(totals) => topology
+                .interfaces
+                .iter()
+                .filter_map(|(key, device)| {
+                    Some(InterfaceRow {
+                        netns: key.netns,
+                        name: names.get(&key.netns).cloned().unwrap_or_default(),
+                        device: device.clone(),
+                        totals: *totals.get(key)?,
+                    })
+                })
+                .collect(),
+            Err(err) => {
+                tracing::warn!(error = %crate::bpf::error_chain(&err), "cannot read the traffic map");
+                Vec::new()
             }
-            Err(err) => tracing::warn!(error = %crate::bpf::error_chain(&err), "cannot read the traffic map"),
-        }
-        m.attached.with_label_values(NO_LABELS).set(topology.interfaces.len() as i64);
+        };
 
         // The kernel side: lost events, ring buffer fill (then reset its high-water mark), program statistics.
         let mut probes = self.probes.lock().unwrap_or_else(|p| p.into_inner());
-        match probes.counters() {
-            Ok(counters) => {
-                m.events_lost.with_label_values(NO_LABELS).inc_by(counters.lost_events);
-                let size = f64::from(probes.ring_buffer_bytes);
-                m.ringbuf_size.with_label_values(NO_LABELS).set(i64::from(probes.ring_buffer_bytes));
-                m.ringbuf_fill.with_label_values(NO_LABELS).set((counters.ringbuf_high_water as f64 / size).min(1.0));
+        let kernel = match probes.counters() {
+            Ok(counters) => Some((counters, probes.ring_buffer_bytes)),
+            Err(err) => {
+                tracing::warn!(error = %crate::bpf::error_chain(&err), "cannot read kernel counters");
+                None
             }
-            Err(err) => tracing::warn!(error = %crate::bpf::error_chain(&err), "cannot read kernel counters"),
-        }
+        };
         if let Err(err) = probes.reset_ringbuf_high_water() {
             tracing::warn!(error = %crate::bpf::error_chain(&err), "cannot reset the ring buffer high-water mark");
         }
-        for stats in probes.program_stats() {
-            m.run_time.with_label_values(&[&stats.name]).inc_by(stats.run_time.as_secs_f64());
-            m.runs.with_label_values(&[&stats.name]).inc_by(stats.run_count);
-        }
+        let programs = probes.program_stats();
         drop(probes);
-        m
+        Snapshot {
+            namespaces,
+            interfaces,
+            attached: topology.interfaces.len() as u64,
+            kernel,
+            programs,
+            last_duration: *self.last_duration.lock().unwrap_or_else(|p| p.into_inner()),
+        }
     }
 }
 
-impl Collector for StateCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.templates.all().into_iter().flat_map(|c| c.desc()).collect()
+/// How a family's samples are written.
+enum Family<'a> {
+    /// A family of the registry, encoded by the prometheus crate.
+    Registered(&'a MetricFamily),
+    /// One of ours: name, help, type and the function writing its samples.
+    State { name: &'static str, help: &'static str, kind: &'static str, samples: Samples },
+}
+
+/// Which state family (the writer for each is in [`write_samples`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Samples {
+    Attached,
+    RunTime,
+    Runs,
+    EventsLost,
+    NetnsInfo,
+    NetnsInterfaces,
+    NetnsProcesses,
+    NetnsTraffic { bytes: bool, dir: usize },
+    Interface { bytes: bool, dir: usize },
+    Protocol { bytes: bool, dir: usize },
+    RingbufFill,
+    RingbufSize,
+    ScrapeDuration,
+}
+
+/// Every state family; names, help and types as documented in docs/metrics.md.
+const STATE_FAMILIES: &[(&str, &str, &str, Samples)] = {
+    use Samples::*;
+    &[
+        (
+            "netns_monitor_network_receive_bytes_total",
+            "Bytes received by the interface.",
+            "counter",
+            Interface { bytes: true, dir: DIR_INGRESS },
+        ),
+        (
+            "netns_monitor_network_receive_packets_total",
+            "Packets received by the interface.",
+            "counter",
+            Interface { bytes: false, dir: DIR_INGRESS },
+        ),
+        (
+            "netns_monitor_network_transmit_bytes_total",
+            "Bytes sent by the interface.",
+            "counter",
+            Interface { bytes: true, dir: DIR_EGRESS },
+        ),
+        (
+            "netns_monitor_network_transmit_packets_total",
+            "Packets sent by the interface.",
+            "counter",
+            Interface { bytes: false, dir: DIR_EGRESS },
+        ),
+        (
+            "netns_monitor_network_receive_protocol_bytes_total",
+            "Bytes received by the interface, by transport protocol.",
+            "counter",
+            Protocol { bytes: true, dir: DIR_INGRESS },
+        ),
+        (
+            "netns_monitor_network_receive_protocol_packets_total",
+            "Packets received by the interface, by transport protocol.",
+            "counter",
+            Protocol { bytes: false, dir: DIR_INGRESS },
+        ),
+        (
+            "netns_monitor_network_transmit_protocol_bytes_total",
+            "Bytes sent by the interface, by transport protocol.",
+            "counter",
+            Protocol { bytes: true, dir: DIR_EGRESS },
+        ),
+        (
+            "netns_monitor_network_transmit_protocol_packets_total",
+            "Packets sent by the interface, by transport protocol.",
+            "counter",
+            Protocol { bytes: false, dir: DIR_EGRESS },
+        ),
+        (
+            "netns_monitor_netns_receive_bytes_total",
+            "Bytes received by the namespace's veths.",
+            "counter",
+            NetnsTraffic { bytes: true, dir: DIR_INGRESS },
+        ),
+        (
+            "netns_monitor_netns_receive_packets_total",
+            "Packets received by the namespace's veths.",
+            "counter",
+            NetnsTraffic { bytes: false, dir: DIR_INGRESS },
+        ),
+        (
+            "netns_monitor_netns_transmit_bytes_total",
+            "Bytes sent by the namespace's veths.",
+            "counter",
+            NetnsTraffic { bytes: true, dir: DIR_EGRESS },
+        ),
+        (
+            "netns_monitor_netns_transmit_packets_total",
+            "Packets sent by the namespace's veths.",
+            "counter",
+            NetnsTraffic { bytes: false, dir: DIR_EGRESS },
+        ),
+        ("netns_monitor_netns_info", "One series per network namespace.", "gauge", NetnsInfo),
+        ("netns_monitor_netns_processes", "Processes in the network namespace.", "gauge", NetnsProcesses),
+        ("netns_monitor_netns_interfaces", "Veth ends counted in the namespace.", "gauge", NetnsInterfaces),
+        ("netns_monitor_events_lost_total", "Transition events dropped on a full ring buffer.", "counter", EventsLost),
+        ("netns_monitor_ringbuf_size_bytes", "Size of the event ring buffer.", "gauge", RingbufSize),
+        (
+            "netns_monitor_ringbuf_fill_ratio",
+            "Highest ring buffer fill since the previous scrape.",
+            "gauge",
+            RingbufFill,
+        ),
+        (
+            "netns_monitor_bpf_program_run_time_seconds_total",
+            "Time the kernel spent in each program.",
+            "counter",
+            RunTime,
+        ),
+        ("netns_monitor_bpf_program_runs_total", "Runs of each program.", "counter", Runs),
+        ("netns_monitor_attached_interfaces", "Interfaces with both classifiers attached.", "gauge", Attached),
+        ("netns_monitor_scrape_duration_seconds", "Time the previous scrape took to collect.", "gauge", ScrapeDuration),
+    ]
+};
+
+/// Writes the registered families and the state families of `snapshot`, all sorted by name (as a registry
+/// holding all of them would), leaving out families without samples.
+pub fn write_exposition(
+    snapshot: &Snapshot,
+    registered: &[MetricFamily],
+    out: &mut String,
+) -> Result<(), prometheus::Error> {
+    let mut families: Vec<(&str, Family<'_>)> =
+        registered.iter().map(|mf| (mf.name(), Family::Registered(mf))).collect();
+    families.extend(
+        STATE_FAMILIES.iter().map(|&(name, help, kind, samples)| (name, Family::State { name, help, kind, samples })),
+    );
+    families.sort_by(|a, b| a.0.cmp(b.0));
+    let sorted = Sorted::of(snapshot);
+    let encoder = prometheus::TextEncoder::new();
+    for (_, family) in families {
+        match family {
+            Family::Registered(mf) => encoder.encode_utf8(std::slice::from_ref(mf), out)?,
+            Family::State { name, help, kind, samples } => {
+                let mark = out.len();
+                out.push_str("# HELP ");
+                out.push_str(name);
+                out.push(' ');
+                out.push_str(help);
+                out.push_str("\n# TYPE ");
+                out.push_str(name);
+                out.push(' ');
+                out.push_str(kind);
+                out.push('\n');
+                let header = out.len();
+                write_samples(snapshot, &sorted, name, samples, out);
+                if out.len() == header {
+                    // No samples: the family is left out, as a registry prunes empty families.
+                    out.truncate(mark);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The snapshot's rows in exposition order, with their label sets written out once.
+struct Sorted<'a> {
+    /// Namespaces by (name, netns) as strings, with `name="..",netns=".."`.
+    namespaces: Vec<(&'a NetnsRow, String)>,
+    /// Per namespace, in the same order: summed traffic of its interfaces, if it has any.
+    netns_traffic: Vec<Option<Totals>>,
+    /// Interfaces by (device, name, netns) as strings, with `device="..",name="..",netns=".."`.
+    interfaces: Vec<(&'a InterfaceRow, String)>,
+    /// Programs by name.
+    programs: Vec<&'a ProgramStats>,
+}
+
+impl<'a> Sorted<'a> {
+    fn of(snapshot: &'a Snapshot) -> Self {
+        let mut namespaces: Vec<(&NetnsRow, String, String)> =
+            snapshot.namespaces.iter().map(|ns| (ns, ns.inode.to_string(), String::new())).collect();
+        namespaces.sort_by(|a, b| (a.0.name.as_str(), a.1.as_str()).cmp(&(b.0.name.as_str(), b.1.as_str())));
+        for (ns, inode, labels) in &mut namespaces {
+            labels.push_str("name=\"");
+            push_escaped(labels, &ns.name);
+            labels.push_str("\",netns=\"");
+            labels.push_str(inode);
+            labels.push('"');
+        }
+        // Every interface's namespace is among the namespaces (the snapshot adds the topology's).
+        let mut sums: BTreeMap<u32, Totals> = BTreeMap::new();
+        for iface in &snapshot.interfaces {
+            sums.entry(iface.netns).or_default().merge(&iface.totals);
+        }
+        let namespaces: Vec<(&NetnsRow, String)> = namespaces.into_iter().map(|(ns, _, l)| (ns, l)).collect();
+        let netns_traffic = namespaces.iter().map(|(ns, _)| sums.get(&ns.inode).copied()).collect();
+
+        let mut interfaces: Vec<(&InterfaceRow, String, String)> =
+            snapshot.interfaces.iter().map(|i| (i, i.netns.to_string(), String::new())).collect();
+        interfaces.sort_by(|a, b| {
+            (a.0.device.as_str(), a.0.name.as_str(), a.1.as_str()).cmp(&(
+                b.0.device.as_str(),
+                b.0.name.as_str(),
+                b.1.as_str(),
+            ))
+        });
+        for (iface, inode, labels) in &mut interfaces {
+            labels.push_str("device=\"");
+            push_escaped(labels, &iface.device);
+            labels.push_str("\",name=\"");
+            push_escaped(labels, &iface.name);
+            labels.push_str("\",netns=\"");
+            labels.push_str(inode);
+            labels.push('"');
+        }
+        let mut programs: Vec<&ProgramStats> = snapshot.programs.iter().collect();
+        programs.sort_by(|a, b| a.name.cmp(&b.name));
+        Sorted {
+            namespaces,
+            netns_traffic,
+            interfaces: interfaces.into_iter().map(|(i, _, l)| (i, l)).collect(),
+            programs,
+        }
+    }
+}
+
+fn write_samples(snapshot: &Snapshot, sorted: &Sorted<'_>, name: &str, samples: Samples, out: &mut String) {
+    let pick = |t: &Totals, bytes: bool, dir: usize| if bytes { t.bytes(dir) } else { t.packets(dir) };
+    match samples {
+        Samples::Interface { bytes, dir } => {
+            for (iface, labels) in &sorted.interfaces {
+                line_u64(out, name, labels, None, pick(&iface.totals, bytes, dir));
+            }
+        }
+        Samples::Protocol { bytes, dir } => {
+            for (iface, labels) in &sorted.interfaces {
+                let per = if bytes { &iface.totals.bytes[dir] } else { &iface.totals.packets[dir] };
+                for (label, proto) in PROTOCOLS_SORTED {
+                    line_u64(out, name, labels, Some(("protocol", label)), per[proto]);
+                }
+            }
+        }
+        Samples::NetnsTraffic { bytes, dir } => {
+            for ((_, labels), sum) in sorted.namespaces.iter().zip(&sorted.netns_traffic) {
+                if let Some(sum) = sum {
+                    line_u64(out, name, labels, None, pick(sum, bytes, dir));
+                }
+            }
+        }
+        Samples::NetnsInfo => {
+            for (ns, labels) in &sorted.namespaces {
+                let mut extended = String::with_capacity(labels.len() + 32);
+                extended.push_str(labels);
+                extended.push_str(",nsid=\"");
+                if let Some(id) = ns.nsid {
+                    let _ = write!(extended, "{id}");
+                }
+                extended.push_str("\",source=\"");
+                extended.push_str(ns.source);
+                extended.push('"');
+                line_u64(out, name, &extended, None, 1);
+            }
+        }
+        Samples::NetnsProcesses => {
+            for (ns, labels) in &sorted.namespaces {
+                line_u64(out, name, labels, None, ns.processes);
+            }
+        }
+        Samples::NetnsInterfaces => {
+            for (ns, labels) in &sorted.namespaces {
+                line_u64(out, name, labels, None, ns.interfaces);
+            }
+        }
+        Samples::EventsLost => {
+            if let Some((counters, _)) = &snapshot.kernel {
+                line_u64(out, name, "", None, counters.lost_events);
+            }
+        }
+        Samples::RingbufSize => {
+            if let Some((_, size)) = &snapshot.kernel {
+                line_u64(out, name, "", None, u64::from(*size));
+            }
+        }
+        Samples::RingbufFill => {
+            if let Some((counters, size)) = &snapshot.kernel {
+                let fill = (counters.ringbuf_high_water as f64 / f64::from(*size)).min(1.0);
+                line_f64(out, name, "", fill);
+            }
+        }
+        Samples::RunTime => {
+            for program in &sorted.programs {
+                line_f64(out, name, &program_label(&program.name), program.run_time.as_secs_f64());
+            }
+        }
+        Samples::Runs => {
+            for program in &sorted.programs {
+                line_u64(out, name, &program_label(&program.name), None, program.run_count);
+            }
+        }
+        Samples::Attached => line_u64(out, name, "", None, snapshot.attached),
+        Samples::ScrapeDuration => line_f64(out, name, "", snapshot.last_duration),
+    }
+}
+
+fn program_label(program: &str) -> String {
+    let mut label = String::from("program=\"");
+    push_escaped(&mut label, program);
+    label.push('"');
+    label
+}
+
+/// `name{labels[,extra="value"]} value\n`, or `name value\n` without labels.
+fn line_u64(out: &mut String, name: &str, labels: &str, extra: Option<(&str, &str)>, value: u64) {
+    start_line(out, name, labels, extra);
+    push_u64(out, value);
+    out.push('\n');
+}
+
+fn line_f64(out: &mut String, name: &str, labels: &str, value: f64) {
+    start_line(out, name, labels, None);
+    // As the crate writes floats (`f64::to_string`), including `inf` and `NaN`, which it maps to
+    // `+Inf`/`-Inf`/`NaN` only for histogram bounds; a gauge here is never infinite.
+    let _ = write!(out, "{value}");
+    out.push('\n');
+}
+
+fn start_line(out: &mut String, name: &str, labels: &str, extra: Option<(&str, &str)>) {
+    out.push_str(name);
+    if !labels.is_empty() || extra.is_some() {
+        out.push('{');
+        out.push_str(labels);
+        if let Some((key, value)) = extra {
+            if !labels.is_empty() {
+                out.push(',');
+            }
+            out.push_str(key);
+            out.push_str("=\"");
+            push_escaped(out, value);
+            out.push('"');
+        }
+        out.push('}');
+    }
+    out.push(' ');
+}
+
+/// Decimal digits of `value`, without going through `fmt` (this runs half a million times a scrape).
+fn push_u64(out: &mut String, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+}
+
+/// A label value as the text format wants it: `\` `"` and newline escaped.
+fn push_escaped(out: &mut String, value: &str) {
+    if !value.contains(['\\', '"', '\n']) {
+        out.push_str(value);
+        return;
+    }
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use prometheus::{CounterVec, GaugeVec};
+
+    use super::*;
+
+    fn totals(seed: u64) -> Totals {
+        let mut t = Totals::default();
+        for dir in 0..2 {
+            for proto in 0..4 {
+                t.packets[dir][proto] = seed * 10 + (dir * 4 + proto) as u64;
+                t.bytes[dir][proto] = (seed * 10 + (dir * 4 + proto) as u64) * 1500;
+            }
+        }
+        t
     }
 
-    fn collect(&self) -> Vec<MetricFamily> {
-        let started = Instant::now();
-        let m = self.build();
-        let mut last = self.last_duration.lock().unwrap_or_else(|p| p.into_inner());
-        m.scrape_duration.with_label_values(NO_LABELS).set(*last);
-        let families = m.all().into_iter().flat_map(|c| c.collect()).collect();
-        *last = started.elapsed().as_secs_f64();
-        families
+    fn snapshot() -> Snapshot {
+        let ns = |inode, name: &str, nsid, source, processes, interfaces| NetnsRow {
+            inode,
+            name: name.to_owned(),
+            nsid,
+            source,
+            processes,
+            interfaces,
+        };
+        let iface = |netns, name: &str, device: &str, seed| InterfaceRow {
+            netns,
+            name: name.to_owned(),
+            device: device.to_owned(),
+            totals: totals(seed),
+        };
+        Snapshot {
+            // Inodes whose decimal order differs from their string order, names needing escapes, an empty name.
+            namespaces: vec![
+                ns(4026531833, "", None, "process", 120, 3),
+                ns(900000000, "blue", Some(0), "named", 1, 1),
+                ns(4026532300, "blue", Some(12), "named", 0, 1),
+                ns(4026532301, "we\"ird\\na\nme", Some(3), "bind-mount", 2, 0),
+                ns(4026532302, "red", None, "other", 0, 1),
+            ],
+            interfaces: vec![
+                iface(4026531833, "", "veth10", 1),
+                iface(4026531833, "", "veth2", 2),
+                iface(4026531833, "", "veth1", 3),
+                iface(900000000, "blue", "eth0", 4),
+                iface(4026532300, "blue", "eth0", 5),
+                iface(4026532302, "red", "eth0", u64::from(u32::MAX)),
+            ],
+            attached: 6,
+            kernel: Some((KernelCounters { lost_events: 7, ringbuf_high_water: 3000, ..Default::default() }, 4096)),
+            programs: vec![
+                ProgramStats { name: "tc_ingress".into(), run_time: Duration::from_nanos(123_456_789), run_count: 42 },
+                ProgramStats { name: "sys_enter_setns".into(), run_time: Duration::ZERO, run_count: 0 },
+            ],
+            last_duration: 0.012_5,
+        }
+    }
+
+    /// The same metrics built as the agent used to build them (prometheus vectors in one registry), encoded
+    /// by the crate.
+    fn reference(snapshot: &Snapshot, registry: &Registry) -> String {
+        let iface = &["netns", "name", "device"][..];
+        let proto = &["netns", "name", "device", "protocol"][..];
+        let netns = &["netns", "name"][..];
+        for &(name, help, kind, samples) in STATE_FAMILIES {
+            let float = matches!(samples, Samples::RunTime | Samples::RingbufFill | Samples::ScrapeDuration);
+            let labels: &[&str] = match samples {
+                Samples::Interface { .. } => iface,
+                Samples::Protocol { .. } => proto,
+                Samples::NetnsTraffic { .. } | Samples::NetnsProcesses | Samples::NetnsInterfaces => netns,
+                Samples::NetnsInfo => &["netns", "name", "nsid", "source"],
+                Samples::RunTime | Samples::Runs => &["program"],
+                _ => &[],
+            };
+            let opts = opts(name, help);
+            let collector: Box<dyn Collector> = match (kind, float) {
+                ("counter", false) => {
+                    let v = IntCounterVec::new(opts, labels).unwrap();
+                    fill(snapshot, samples, &mut |l: &[&str], x: f64| v.with_label_values(l).inc_by(x as u64));
+                    Box::new(v)
+                }
+                ("counter", true) => {
+                    let v = CounterVec::new(opts, labels).unwrap();
+                    fill(snapshot, samples, &mut |l: &[&str], x: f64| v.with_label_values(l).inc_by(x));
+                    Box::new(v)
+                }
+                (_, false) => {
+                    let v = IntGaugeVec::new(opts, labels).unwrap();
+                    fill(snapshot, samples, &mut |l: &[&str], x: f64| v.with_label_values(l).add(x as i64));
+                    Box::new(v)
+                }
+                (_, true) => {
+                    let v = GaugeVec::new(opts, labels).unwrap();
+                    fill(snapshot, samples, &mut |l: &[&str], x: f64| v.with_label_values(l).set(x));
+                    Box::new(v)
+                }
+            };
+            registry.register(collector).unwrap();
+        }
+        prometheus::TextEncoder::new().encode_to_string(&registry.gather()).unwrap()
+    }
+
+    /// Calls `set(labels, value)` for every series of one family, the way the old collector did.
+    fn fill(snapshot: &Snapshot, samples: Samples, set: &mut dyn FnMut(&[&str], f64)) {
+        let pick = |t: &Totals, bytes: bool, dir: usize| if bytes { t.bytes(dir) } else { t.packets(dir) };
+        for ns in &snapshot.namespaces {
+            let inode = ns.inode.to_string();
+            let nsid = ns.nsid.map(|id| id.to_string()).unwrap_or_default();
+            match samples {
+                Samples::NetnsInfo => set(&[&inode, &ns.name, &nsid, ns.source], 1.0),
+                Samples::NetnsProcesses => set(&[&inode, &ns.name], ns.processes as f64),
+                Samples::NetnsInterfaces => set(&[&inode, &ns.name], ns.interfaces as f64),
+                _ => {}
+            }
+        }
+        for i in &snapshot.interfaces {
+            let inode = i.netns.to_string();
+            let labels = [inode.as_str(), &i.name, &i.device];
+            match samples {
+                Samples::Interface { bytes, dir } => set(&labels, pick(&i.totals, bytes, dir) as f64),
+                Samples::Protocol { bytes, dir } => {
+                    for (label, proto) in PROTOCOLS_SORTED {
+                        let v = if bytes { i.totals.bytes[dir][proto] } else { i.totals.packets[dir][proto] };
+                        set(&[&inode, &i.name, &i.device, label], v as f64);
+                    }
+                }
+                Samples::NetnsTraffic { bytes, dir } => set(&[&inode, &i.name], pick(&i.totals, bytes, dir) as f64),
+                _ => {}
+            }
+        }
+        if let Some((counters, size)) = &snapshot.kernel {
+            match samples {
+                Samples::EventsLost => set(&[], counters.lost_events as f64),
+                Samples::RingbufSize => set(&[], f64::from(*size)),
+                Samples::RingbufFill => set(&[], (counters.ringbuf_high_water as f64 / f64::from(*size)).min(1.0)),
+                _ => {}
+            }
+        }
+        for p in &snapshot.programs {
+            match samples {
+                Samples::RunTime => set(&[&p.name], p.run_time.as_secs_f64()),
+                Samples::Runs => set(&[&p.name], p.run_count as f64),
+                _ => {}
+            }
+        }
+        match samples {
+            Samples::Attached => set(&[], snapshot.attached as f64),
+            Samples::ScrapeDuration => set(&[], snapshot.last_duration),
+            _ => {}
+        }
+    }
+
+    /// A registry with a few of the registered families (names that sort between the state families).
+    fn registered() -> Registry {
+        let registry = Registry::new();
+        let transitions =
+            IntCounterVec::new(opts("netns_monitor_transitions_total", "Transitions."), &["syscall", "type"]).unwrap();
+        transitions.with_label_values(&["setns", "net"]).inc_by(3);
+        transitions.with_label_values(&["clone", "none"]).inc();
+        let created = IntCounter::with_opts(opts("netns_monitor_netns_created_total", "Created.")).unwrap();
+        created.inc_by(2);
+        let failures = IntCounterVec::new(opts("netns_monitor_attach_failures_total", "Failures."), &["hook"]).unwrap();
+        failures.with_label_values(&["tc_ingress"]);
+        registry.register(Box::new(transitions)).unwrap();
+        registry.register(Box::new(created)).unwrap();
+        registry.register(Box::new(failures)).unwrap();
+        registry
+    }
+
+    #[test]
+    fn exposition_matches_the_prometheus_crate_byte_for_byte() {
+        let snapshot = snapshot();
+        let registry = registered();
+        let mut ours = String::new();
+        write_exposition(&snapshot, &registry.gather(), &mut ours).unwrap();
+        let expected = reference(&snapshot, &registry);
+        assert_eq!(ours, expected);
+        // And it is the exposition we think it is.
+        assert!(ours.contains(
+            "netns_monitor_network_receive_protocol_bytes_total{device=\"eth0\",name=\"red\",netns=\"4026532302\",\
+             protocol=\"udp\"} "
+        ));
+        assert!(ours.contains("netns_monitor_netns_info{name=\"we\\\"ird\\\\na\\nme\",netns=\"4026532301\",nsid=\"3\",source=\"bind-mount\"} 1\n"));
+        assert!(ours.contains("netns_monitor_netns_receive_bytes_total{name=\"\",netns=\"4026531833\"} "));
+    }
+
+    #[test]
+    fn empty_families_are_left_out() {
+        let snapshot = Snapshot { kernel: None, ..Snapshot::default() };
+        let registry = Registry::new();
+        let mut ours = String::new();
+        write_exposition(&snapshot, &registry.gather(), &mut ours).unwrap();
+        assert_eq!(ours, reference(&snapshot, &registry));
+        assert!(!ours.contains("network_receive"));
+        assert!(!ours.contains("events_lost"));
+        assert!(ours.contains("netns_monitor_attached_interfaces 0\n"));
+    }
+
+    #[test]
+    fn integers_are_written_exactly() {
+        let mut out = String::new();
+        for v in [0, 7, 10, 1_000_000, u64::MAX] {
+            push_u64(&mut out, v);
+            out.push(' ');
+        }
+        assert_eq!(out, format!("0 7 10 1000000 {} ", u64::MAX));
     }
 }

@@ -128,6 +128,8 @@ impl Agent {
         agent.rescan(inventory);
         let stale = agent.attachments.remove_stale()?;
         agent.publish();
+        // Start-up freed far more than it keeps (see collector::release_free_memory).
+        collector::release_free_memory();
         tracing::info!(
             namespaces = agent.tracker.tracked() + 1,
             interfaces = agent.attachments.attached().len(),

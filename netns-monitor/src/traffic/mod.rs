@@ -21,6 +21,8 @@ pub enum TrafficError {
     },
     #[error("traffic map")]
     Map(#[source] aya::maps::MapError),
+    #[error("cannot read the traffic map in batches")]
+    Batch(#[source] std::io::Error),
     #[error("cannot count CPUs")]
     Cpus(#[source] std::io::Error),
     #[error("cannot manage pins under {path}")]

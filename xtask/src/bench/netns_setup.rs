@@ -6,27 +6,29 @@
 //! The two sides alternate namespace by namespace (and which goes first alternates too), so both see the same
 //! number of existing namespaces and interfaces: the kernel's per-namespace costs grow with that number.
 //! Every namespace is checked (its default route is there) and everything is deleted at the end, also on error.
+//! Reported: the median time per namespace of each side (target: ours at least 3x faster and at most 10 ms).
 
 use std::{
     net::Ipv4Addr,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 
-use super::stats::Summary;
-use crate::cmd::{self, cargo, workspace_root};
+use super::{
+    Ctx, fixture,
+    report::{self, Row},
+    stats::Summary,
+};
+use crate::cmd;
 
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct Args {
     /// Number of namespaces each side sets up.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=16_000))]
     pub count: u32,
-    /// Use this netns-monitor binary instead of building target/release/netns-monitor.
-    #[arg(long)]
-    pub binary: Option<PathBuf>,
 }
 
 /// The two sides.
@@ -47,16 +49,16 @@ struct Target {
 
 impl Target {
     /// Namespace `i` of `side`: a /30 in 172.30.0.0/16 (ours) or 172.31.0.0/16 (iproute2).
-    fn new(side: Side, tag: u32, i: u32) -> Self {
+    fn new(side: Side, i: u32) -> Self {
         let (letter, second) = match side {
             Side::Ours => ('o', 30),
             Side::Iproute2 => ('i', 31),
         };
         let base = u32::from(Ipv4Addr::new(172, second, 0, 0)) + i * 4;
         Target {
-            netns: format!("nmbench{tag}-{letter}{i}"),
-            host_if: format!("b{tag}{letter}{i}h"),
-            peer_if: format!("b{tag}{letter}{i}p"),
+            netns: fixture::netns_name(&format!("{letter}{i}")),
+            host_if: fixture::if_name(&format!("{letter}{i}h")),
+            peer_if: fixture::if_name(&format!("{letter}{i}p")),
             host_addr: Ipv4Addr::from(base + 1),
             peer_addr: Ipv4Addr::from(base + 2),
         }
@@ -116,36 +118,22 @@ struct Cleanup(Vec<String>);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         eprintln!("[bench] removing {} namespaces", self.0.len());
-        for ns in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
-        }
+        fixture::delete_namespaces(&self.0);
     }
 }
 
-pub fn run(args: &Args) -> anyhow::Result<()> {
-    if !cmd::is_root() {
-        bail!("creating namespaces and veths needs root: `sudo -E cargo xtask bench netns-setup`");
-    }
-    let binary = match &args.binary {
-        Some(binary) => binary.clone(),
-        None => {
-            cmd::run(cargo().args(["build", "--release", "--package", "netns-monitor"]))?;
-            workspace_root().join("target/release/netns-monitor")
-        }
-    };
-    ensure!(binary.exists(), "{} does not exist", binary.display());
-    // A tag per run keeps names apart from a concurrent or crashed earlier run.
-    let tag = std::process::id() % 1000;
-    let count = args.count;
+pub fn run(ctx: &mut Ctx, count: u32) -> anyhow::Result<()> {
+    let binary = ctx.binary.clone();
     eprintln!("[bench] netns-setup: {count} namespaces per side, interleaved, binary {}", binary.display());
 
     let mut cleanup = Cleanup(Vec::new());
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     let started = Instant::now();
     for i in 0..count {
+        fixture::check()?;
         let order = if i % 2 == 0 { [Side::Ours, Side::Iproute2] } else { [Side::Iproute2, Side::Ours] };
         for side in order {
-            let target = Target::new(side, tag, i);
+            let target = Target::new(side, i);
             cleanup.0.push(target.netns.clone());
             let elapsed = time_commands(target.commands(side, &binary))
                 .with_context(|| format!("setting up {} with {side:?}", target.netns))?;
@@ -158,11 +146,41 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let wall = started.elapsed();
     for side in [Side::Ours, Side::Iproute2] {
         for i in 0..count {
-            verify(&Target::new(side, tag, i)).with_context(|| format!("{side:?} namespace {i} is incomplete"))?;
+            verify(&Target::new(side, i)).with_context(|| format!("{side:?} namespace {i} is incomplete"))?;
         }
     }
-    report(count, &Summary::of(&ours), &Summary::of(&theirs), wall);
+    let (o, t) = (Summary::of(&ours), Summary::of(&theirs));
+    report(count, &o, &t, wall);
     drop(cleanup);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let samples = |v: &[Duration]| v.iter().map(|d| ms(*d)).collect::<Vec<_>>();
+    ctx.report.push(
+        Row::new(
+            format!("netns-setup-{count}"),
+            format!(
+                "Time per namespace to set up {count} namespaces each with a veth pair, 2 addresses, lo up and a \
+                 default route: `netns-monitor add` + `veth add` (2 commands) versus the iproute2 recipe (9 `ip` \
+                 commands), started one after the other as a shell loop would, the sides alternating namespace by \
+                 namespace; median per namespace"
+            ),
+            "ms",
+            ms(o.p50),
+        )
+        .baseline(ms(t.p50))
+        .target(report::Target::MaxRatio(1.0 / 3.0))
+        .target(report::Target::Max(10.0))
+        .samples(&samples(&ours), &samples(&theirs))
+        .reps(count as usize)
+        .note(format!(
+            "iproute2 / ours: {:.1}x at p50, {:.1}x in total ({:.1} s vs {:.1} s); p90 {:.1} vs {:.1} ms",
+            t.p50.as_secs_f64() / o.p50.as_secs_f64(),
+            t.total.as_secs_f64() / o.total.as_secs_f64(),
+            o.total.as_secs_f64(),
+            t.total.as_secs_f64(),
+            ms(o.p90),
+            ms(t.p90)
+        )),
+    );
     Ok(())
 }
 

@@ -1,0 +1,321 @@
+//! The agent with many namespaces: N named namespaces, each with a veth pair (one end inside, one in the host
+//! namespace, as a container runtime makes them), then `/metrics` scrape latency and the agent's memory, and
+//! `netns-monitor list` against `lsns -t net`.
+//!
+//! The fixture is made with one `ip -batch` process (about 1 ms a namespace) and removed the same way. Order of
+//! teardown matters: the namespaces go first (the kernel frees them and their veths in batches), the agent's
+//! pins after, so that releasing its TCX links finds no device left to detach from.
+
+use std::{
+    fs,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, ensure};
+
+use super::{
+    Ctx,
+    agent::{self, Agent},
+    fixture::{self, ExpeditedRcu},
+    report::{Row, Target},
+    stats::{median, percentile},
+};
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct ScrapeArgs {
+    /// Namespaces, each with a veth pair [default: 1000, and 10000 too with --large].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    pub namespaces: Option<u32>,
+}
+
+impl ScrapeArgs {
+    pub fn counts(&self, large: bool) -> Vec<u32> {
+        match self.namespaces {
+            Some(n) => vec![n],
+            None if large => vec![1000, 10_000],
+            None => vec![1000],
+        }
+    }
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct ListArgs {
+    /// Namespaces, each with a veth pair.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    pub namespaces: u32,
+}
+
+/// Which measurements to take on one fixture.
+#[derive(Clone, Copy, Debug)]
+pub struct Parts {
+    pub scrape: bool,
+    pub list: bool,
+}
+
+/// Scrapes timed per fixture.
+const SCRAPES: usize = 50;
+
+/// N namespaces `nmbench-<pid>-s<i>`, each with veth `nb<tag>s<i>p` inside and `nb<tag>s<i>h` in the host.
+struct Scale {
+    names: Vec<String>,
+    host_prefix: String,
+}
+
+impl Scale {
+    fn create(n: u32) -> anyhow::Result<Self> {
+        let mut fixture = Scale { names: Vec::new(), host_prefix: fixture::if_name("s") };
+        let started = Instant::now();
+        for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+            fixture::check()?;
+            let mut script = String::new();
+            for &i in chunk {
+                let ns = fixture::netns_name(&format!("s{i}"));
+                script.push_str(&format!(
+                    "netns add {ns}\nlink add {} type veth peer name {} netns {ns}\n",
+                    fixture::if_name(&format!("s{i}h")),
+                    fixture::if_name(&format!("s{i}p"))
+                ));
+                fixture.names.push(ns);
+            }
+            fixture::ip_batch(&script, false).context("cannot create the scale fixture")?;
+            if fixture.names.len().is_multiple_of(2000) {
+                eprintln!("[bench]   {} namespaces ({:.0} s)", fixture.names.len(), started.elapsed().as_secs_f64());
+            }
+        }
+        let host_ends = fixture::count_links(&fixture.host_prefix);
+        ensure!(host_ends == n as usize, "{host_ends} host-side veth ends instead of {n}");
+        Ok(fixture)
+    }
+
+    fn remove(&mut self) {
+        if self.names.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        fixture::delete_namespaces(&self.names);
+        let gone = fixture::wait_until(Duration::from_secs(600), || fixture::count_links(&self.host_prefix) == 0);
+        eprintln!(
+            "[bench]   removed {} namespaces in {:.1} s{}",
+            self.names.len(),
+            started.elapsed().as_secs_f64(),
+            if gone { "" } else { " (some veths are still going away)" }
+        );
+        self.names.clear();
+    }
+}
+
+impl Drop for Scale {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// What limits a large fixture, as read before making it.
+fn limits() -> String {
+    let read = |path: &str| fs::read_to_string(path).map(|s| s.trim().to_owned()).unwrap_or_else(|_| "?".into());
+    let available = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemAvailable:")).map(|v| v.trim().to_owned()))
+        .unwrap_or_default();
+    let mounts = fs::read_to_string("/proc/self/mountinfo").map(|m| m.lines().count()).unwrap_or(0);
+    let mut nofile = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut nofile) };
+    format!(
+        "MemAvailable {available}, user.max_net_namespaces {}, fs.mount-max {} ({mounts} mounts now), \
+         RLIMIT_NOFILE {}, net.core.somaxconn {}",
+        read("/proc/sys/user/max_net_namespaces"),
+        read("/proc/sys/fs/mount-max"),
+        nofile.rlim_cur,
+        read("/proc/sys/net/core/somaxconn")
+    )
+}
+
+fn mem_available_kib() -> u64 {
+    fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+pub fn run(ctx: &mut Ctx, n: u32, parts: Parts) -> anyhow::Result<()> {
+    eprintln!("[bench] scale fixture of {n} namespaces; limits: {}", limits());
+    let rcu = ExpeditedRcu::enable(ctx.expedite_rcu);
+    let available_before = mem_available_kib();
+    let started = Instant::now();
+    let mut scale = Scale::create(n)?;
+    let setup = started.elapsed().as_secs_f64();
+    let per_netns_kib = available_before.saturating_sub(mem_available_kib()) as f64 / f64::from(n);
+    eprintln!("[bench]   fixture up in {setup:.1} s, about {per_netns_kib:.0} KiB of kernel memory per namespace");
+    if parts.list {
+        list(ctx, n)?;
+    }
+    if parts.scrape {
+        scrape(ctx, n, &mut scale, setup, per_netns_kib, rcu.active())?;
+    }
+    scale.remove();
+    drop(rcu);
+    Ok(())
+}
+
+fn scrape(
+    ctx: &mut Ctx,
+    n: u32,
+    scale: &mut Scale,
+    setup: f64,
+    per_netns_kib: f64,
+    expedited: bool,
+) -> anyhow::Result<()> {
+    let agent = Agent::start(&ctx.binary, Duration::from_secs(3600))?;
+    let start = agent.start_time.as_secs_f64();
+    let first = agent.metrics()?;
+    let attached = agent::sample(&first, "netns_monitor_attached_interfaces", &[]);
+    let failures = agent::sample(&first, "netns_monitor_attach_failures_total", &[]);
+    ensure!(attached >= f64::from(2 * n), "the agent attached to {attached} interfaces, expected at least {}", 2 * n);
+    let idle_rss = agent.rss_at_ready;
+    // Agent::start made the first scrape; one more to warm up, then the timed ones, back to back.
+    agent.scrape()?;
+    let mut latencies = Vec::new();
+    let mut bytes = 0;
+    let mut body = String::new();
+    for _ in 0..SCRAPES {
+        fixture::check()?;
+        let (elapsed, text) = agent.scrape()?;
+        latencies.push(elapsed.as_secs_f64() * 1e3);
+        bytes = text.len();
+        body = text;
+    }
+    let collect_ms = agent::sample(&body, "netns_monitor_scrape_duration_seconds", &[]) * 1e3;
+    let (rss, hwm) = agent.rss_kib()?;
+    let series = agent::series(&body);
+    // Stop the agent but keep its pins until the namespaces are gone (see the module comment).
+    let pin_dir = agent.pin_dir.clone();
+    agent.stop_keeping_pins()?;
+    scale.remove();
+    let _ = fs::remove_dir_all(&pin_dir);
+    fixture::wait_for_link_releases(Duration::from_secs(600));
+
+    let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+    let large = n >= 10_000;
+    let mut row = Row::new(
+        format!("scrape-p99-{n}"),
+        format!(
+            "GET /metrics latency (connect to last byte, a new connection each) with {n} namespaces each with a \
+             veth pair (2 x {n} interfaces counted), {SCRAPES} scrapes back to back after one warm-up; p99 by \
+             nearest rank (the largest of {SCRAPES})"
+        ),
+        "ms",
+        p99,
+    )
+    .samples(&latencies, &[])
+    .note(format!(
+        "p50 {p50:.1} ms; {series} series, {:.1} MB per scrape; collect {collect_ms:.1} ms (agent's own figure)",
+        bytes as f64 / 1e6
+    ))
+    .extra("p50_ms", p50)
+    .extra("series", series)
+    .extra("bytes", bytes)
+    .extra("collect_ms", collect_ms);
+    if large {
+        row = row.target(Target::Max(100.0));
+    }
+    ctx.report.push(row);
+    ctx.report.push(
+        Row::new(format!("scrape-p50-{n}"), format!("The median of the same {SCRAPES} scrapes"), "ms", p50)
+            .samples(&latencies, &[])
+            .reps(SCRAPES),
+    );
+    let mut row = Row::new(
+        format!("agent-rss-{n}"),
+        format!(
+            "Agent VmRSS (/proc/PID/status) after {} scrapes with {n} namespaces each with a veth pair",
+            SCRAPES + 2
+        ),
+        "MB",
+        rss as f64 / 1024.0,
+    )
+    .note(format!(
+        "peak (VmHWM) {:.0} MB; {:.0} MB once started, before any scrape",
+        hwm as f64 / 1024.0,
+        idle_rss as f64 / 1024.0
+    ))
+    .extra("vmhwm_mib", hwm as f64 / 1024.0)
+    .extra("idle_rss_mib", idle_rss as f64 / 1024.0);
+    if large {
+        row = row.target(Target::Max(200.0));
+    }
+    ctx.report.push(row);
+    ctx.report.push(
+        Row::new(
+            format!("agent-start-{n}"),
+            format!(
+                "Informational: from starting the agent to its first /metrics answer with {n} namespaces (2 x {n} \
+                 veth ends to attach, 2 TCX links each){}",
+                if expedited { ", with /sys/kernel/rcu_expedited=1" } else { "" }
+            ),
+            "s",
+            start,
+        )
+        .note(format!(
+            "{attached:.0} interfaces attached, {failures:.0} failures; fixture made in {setup:.1} s (~{per_netns_kib:.0} \
+             KiB kernel memory per namespace)"
+        )),
+    );
+    Ok(())
+}
+
+/// `netns-monitor list` versus `lsns -t net`, interleaved, output discarded.
+fn list(ctx: &mut Ctx, n: u32) -> anyhow::Result<()> {
+    let rounds = ctx.rounds(5);
+    let binary = ctx.binary.clone();
+    let ours = || {
+        let mut c = Command::new(&binary);
+        c.arg("list");
+        c
+    };
+    let lsns = || {
+        let mut c = Command::new("lsns");
+        c.args(["-t", "net"]);
+        c
+    };
+    let lines = |mut c: Command| fixture::stdout_of(&mut c).map(|o| o.lines().count().saturating_sub(1));
+    let (our_rows, lsns_rows) = (lines(ours())?, lines(lsns())?);
+    let time = |mut c: Command| -> anyhow::Result<f64> {
+        fixture::check()?;
+        let started = Instant::now();
+        let status = c.stdout(Stdio::null()).stderr(Stdio::null()).stdin(Stdio::null()).status()?;
+        ensure!(status.success(), "`{}` failed ({status})", crate::cmd::display(&c));
+        Ok(started.elapsed().as_secs_f64() * 1e3)
+    };
+    let (mut with, mut base) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        if round % 2 == 0 {
+            with.push(time(ours())?);
+            base.push(time(lsns())?);
+        } else {
+            base.push(time(lsns())?);
+            with.push(time(ours())?);
+        }
+    }
+    ctx.report.push(
+        Row::new(
+            format!("list-{n}"),
+            format!(
+                "Wall time of `netns-monitor list` (every namespace with NSID and interface names, entering each) \
+                 versus `lsns -t net`, output discarded, with {n} named namespaces each with a veth pair; median \
+                 of {rounds} interleaved runs"
+            ),
+            "ms",
+            median(&with),
+        )
+        .baseline(median(&base))
+        .samples(&with, &base)
+        .note(format!("list printed {our_rows} namespaces, lsns {lsns_rows}")),
+    );
+    Ok(())
+}
