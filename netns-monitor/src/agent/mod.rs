@@ -154,8 +154,12 @@ impl Agent {
                 () = &mut shutdown => break,
                 read = self.events.next_batch(&mut batch) => {
                     read.map_err(AgentError::Events)?;
+                    // One rescan serves every creation in the batch whose creator is already gone: they all
+                    // happened before the batch was read. A scan per event made the agent fall behind an
+                    // unshare storm and lose events (`cargo xtask bench unshare`).
+                    let mut rescan = None;
                     for event in batch.drain(..) {
-                        self.on_event(&event).await;
+                        self.on_event(&event, &mut rescan).await;
                     }
                 }
                 destroyed = self.tracker.next_destroyed() => match destroyed {
@@ -173,7 +177,7 @@ impl Agent {
         Ok(())
     }
 
-    async fn on_event(&mut self, event: &Event) {
+    async fn on_event(&mut self, event: &Event, rescan: &mut Option<Option<Inventory>>) {
         match event.kind {
             EventKind::Transition(syscall) => {
                 let mut changed = event.changed().peekable();
@@ -194,7 +198,9 @@ impl Agent {
                 let before = self.tracker.untracked();
                 let opened = self
                     .tracker
-                    .track_created(inode, event.pid, event.tid, || Inventory::scan(&ScanOptions { fds: true }).ok())
+                    .track_created(inode, event.pid, event.tid, || {
+                        rescan.get_or_insert_with(|| Inventory::scan(&ScanOptions { fds: true }).ok()).clone()
+                    })
                     .await;
                 self.sync_untracked(before);
                 if let Some(file) = opened {

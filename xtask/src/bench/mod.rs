@@ -45,6 +45,9 @@ pub struct BenchArgs {
     /// Use this netns-monitor binary instead of building target/release/netns-monitor.
     #[arg(long, global = true)]
     pub binary: Option<PathBuf>,
+    /// Seconds each setns/unshare storm run lasts [default: 3 for setns, 10 for unshare].
+    #[arg(long, global = true)]
+    pub seconds: Option<f64>,
     /// Leave /sys/kernel/rcu_expedited alone during scale fixtures (see `scale`).
     #[arg(long, global = true)]
     pub no_expedite_rcu: bool,
@@ -76,6 +79,7 @@ pub enum Which {
 pub struct Ctx {
     pub binary: PathBuf,
     pub rounds: Option<u32>,
+    pub seconds: Option<f64>,
     pub expedite_rcu: bool,
     pub report: Report,
 }
@@ -84,6 +88,11 @@ impl Ctx {
     /// Rounds of an interleaved measurement: `--rounds`, else the benchmark's default.
     pub fn rounds(&self, default: u32) -> usize {
         self.rounds.unwrap_or(default) as usize
+    }
+
+    /// Duration of a storm run: `--seconds`, else the benchmark's default.
+    pub fn seconds(&self, default: f64) -> f64 {
+        self.seconds.unwrap_or(default)
     }
 }
 
@@ -109,7 +118,13 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let machine = Machine::detect(&binary);
     eprintln!("[bench] machine: {}", machine.summary());
     let mut ctx =
-        Ctx { binary, rounds: args.rounds, expedite_rcu: !args.no_expedite_rcu, report: Report::new(machine) };
+        Ctx {
+            binary,
+            rounds: args.rounds,
+            seconds: args.seconds,
+            expedite_rcu: !args.no_expedite_rcu,
+            report: Report::new(machine),
+        };
     let started = std::time::Instant::now();
     let result = run(&mut ctx, args);
     ctx.report.wall_seconds = started.elapsed().as_secs_f64();

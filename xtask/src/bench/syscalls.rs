@@ -238,7 +238,7 @@ fn lost_total(text: &str) -> f64 {
 
 pub fn setns(ctx: &mut Ctx) -> anyhow::Result<()> {
     let rounds = ctx.rounds(5);
-    let seconds = 3.0;
+    let seconds = ctx.seconds(3.0);
     let (a, b) = (anonymous_netns()?, anonymous_netns()?);
     let (mut with, mut without, mut lost, mut generated, mut delivered) = (Vec::new(), Vec::new(), 0.0, 0.0, 0.0);
     let (mut wall_with, mut wall_without) = (Vec::new(), Vec::new());
@@ -363,7 +363,7 @@ fn wait_for_netns_cleanup() {
 
 pub fn unshare(ctx: &mut Ctx) -> anyhow::Result<()> {
     let rounds = ctx.rounds(3);
-    let seconds = 3.0;
+    let seconds = ctx.seconds(10.0);
     let created = |text: &str| agent::sample(text, "netns_monitor_netns_created_total", &[]);
     let (mut with, mut without, mut lost, mut generated, mut seen, mut untracked) =
         (Vec::new(), Vec::new(), 0.0, 0.0, 0.0, 0.0);
