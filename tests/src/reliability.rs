@@ -489,6 +489,50 @@ pub fn thread_capabilities(pid: u32) -> Vec<BTreeMap<String, u64>> {
     threads
 }
 
+/// Every network namespace that exists now, from the kernel's own views (independently of the code under
+/// test): the namespace of every thread, every namespace file descriptor of every process, and every nsfs
+/// bind mount (`net:[INODE]` as its root in mountinfo). PID 1 is unreadable here; its namespace is the host's,
+/// which this process's threads have too.
+pub fn live_netns_inodes() -> std::collections::BTreeSet<u32> {
+    let mut live = std::collections::BTreeSet::new();
+    let parse = |link: &str| link.strip_prefix("net:[")?.strip_suffix(']')?.parse::<u32>().ok();
+    for proc_entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let dir = proc_entry.path();
+        if !proc_entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        for task in std::fs::read_dir(dir.join("task")).into_iter().flatten().flatten() {
+            if let Ok(link) = std::fs::read_link(task.path().join("ns/net"))
+                && let Some(inode) = parse(&link.to_string_lossy())
+            {
+                live.insert(inode);
+            }
+        }
+        for fd in std::fs::read_dir(dir.join("fd")).into_iter().flatten().flatten() {
+            if let Ok(link) = std::fs::read_link(fd.path())
+                && let Some(inode) = parse(&link.to_string_lossy())
+            {
+                live.insert(inode);
+            }
+        }
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    for line in mountinfo.lines() {
+        if line.contains(" - nsfs ")
+            && let Some(inode) = line.split_whitespace().nth(3).and_then(parse)
+        {
+            live.insert(inode);
+        }
+    }
+    live
+}
+
+/// The interface index of `device` inside named namespace `netns` (asked with iproute2).
+pub fn ifindex(netns: &str, device: &str) -> u32 {
+    let out = netns::sh_ok("ip", &["-n", netns, "-o", "link", "show", "dev", device]);
+    out.split(':').next().and_then(|n| n.trim().parse().ok()).unwrap_or_else(|| panic!("ifindex in {out:?}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
