@@ -156,6 +156,8 @@ pub enum BpfError {
          --pin-dir)"
     )]
     PinDirBusy { path: String },
+    #[error("the pin directory {path} is not on a BPF file system (bpffs, e.g. under {})", fs::BPFFS)]
+    NotBpffs { path: String },
     #[error("cannot open the map pinned at {path} to adopt it")]
     Adopt {
         path: String,
@@ -277,6 +279,11 @@ impl Probes {
         let filter_tgid = options.filter_pid.unwrap_or(0);
         let ephemeral = options.pin_dir.is_none();
         let pin_dir = options.pin_dir.clone().unwrap_or_else(private_pin_dir);
+        match fs::on_bpffs(&pin_dir) {
+            Ok(true) => {}
+            Ok(false) => return Err(BpfError::NotBpffs { path: pin_dir.display().to_string() }),
+            Err(source) => return Err(BpfError::PinDir { path: pin_dir.display().to_string(), source }),
+        }
         std::fs::create_dir_all(&pin_dir)
             .map_err(|source| BpfError::PinDir { path: pin_dir.display().to_string(), source })?;
         let ring_buffer_bytes = options.ring_buffer_bytes.unwrap_or(DEFAULT_RING_BUFFER_BYTES);
