@@ -156,17 +156,20 @@ pub const AGENT_REQUIRED: &[Need] = &[
         why: "enter network namespaces (setns) to attach to their veths, mount tracefs/bpffs, enable BPF run-time \
               statistics",
     },
+    // Found by the least-privilege test: without it the agent missed every namespace made after it started.
+    Need {
+        cap: CAP_SYS_PTRACE,
+        why: "open the new namespace of the process that just made one (/proc/PID/task/TID/ns/net) and the \
+              namespaces of other processes: they hold capabilities the agent dropped, so the kernel's ptrace \
+              access check on /proc/PID/ns needs it",
+    },
 ];
 
 /// Kept when present; without them the agent works with a narrower view, and says so at start.
-pub const AGENT_OPTIONAL: &[Need] = &[
-    Need {
-        cap: CAP_SYS_PTRACE,
-        why: "read /proc/PID/ns/net and /proc/PID/fd of processes that hold capabilities the agent does not \
-              (after it dropped its own, that is every other root process), to find namespaces only they hold",
-    },
-    Need { cap: CAP_DAC_READ_SEARCH, why: "read /proc/PID/fd of other users' processes, for the same reason" },
-];
+pub const AGENT_OPTIONAL: &[Need] = &[Need {
+    cap: CAP_DAC_READ_SEARCH,
+    why: "read /proc/PID/fd of other users' processes, to find namespaces held only by an open file descriptor",
+}];
 
 /// Capabilities only start-up needs, dropped once the programs are loaded and the endpoint is bound:
 /// `CAP_PERFMON` (see [`AGENT_REQUIRED`]), `CAP_NET_BIND_SERVICE` (only asked for with a `--listen` port below
@@ -379,6 +382,7 @@ mod tests {
         assert!(text.starts_with("missing capabilities: CAP_BPF (to create BPF maps"), "{text}");
         assert!(text.contains("CAP_NET_BROADCAST (to receive link notifications"), "{text}");
         let one = PrivilegeError::Missing(vec![AGENT_REQUIRED[4]]).to_string();
+        assert_eq!(AGENT_REQUIRED[4].cap, CAP_SYS_ADMIN);
         assert!(one.starts_with("missing capability: CAP_SYS_ADMIN"), "{one}");
     }
 }

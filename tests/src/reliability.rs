@@ -50,12 +50,32 @@ impl Agent {
         Self::start_wrapped(&[], extra).await
     }
 
-    /// Starts `WRAPPER... netns-monitor run --pin-dir DIR --listen ADDR EXTRA...`.
+    /// Starts `WRAPPER... netns-monitor run --pin-dir DIR --listen ADDR EXTRA...` (a free loopback port unless
+    /// `extra` has a `--listen`).
     pub async fn start_wrapped(wrapper: &[&str], extra: &[&str]) -> Self {
+        match extra.iter().position(|arg| *arg == "--listen") {
+            Some(at) => {
+                let listen = extra[at + 1].parse().expect("--listen takes an address");
+                Self::launch(wrapper, extra, listen, false).await
+            }
+            None => {
+                let listen = format!("127.0.0.1:{}", monitoring::free_port()).parse().expect("address");
+                Self::launch(wrapper, extra, listen, true).await
+            }
+        }
+    }
+
+    /// Starts the agent without `--listen`, so it listens where it does by default (`127.0.0.1:10931`).
+    pub async fn start_default_listen(wrapper: &[&str]) -> Self {
+        Self::launch(wrapper, &[], netns_monitor::cli::DEFAULT_LISTEN.parse().expect("address"), false).await
+    }
+
+    async fn launch(wrapper: &[&str], extra: &[&str], listen: SocketAddr, add_listen: bool) -> Self {
         let pins = PinDir::new("nsm-rel");
-        let listen: SocketAddr = format!("127.0.0.1:{}", monitoring::free_port()).parse().expect("address");
         let mut args = vec!["run".to_owned(), "--pin-dir".to_owned(), pins.path.display().to_string()];
-        args.extend(["--listen".to_owned(), listen.to_string()]);
+        if add_listen {
+            args.extend(["--listen".to_owned(), listen.to_string()]);
+        }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let mut agent = Self {
             pin_dir: pins.path.clone(),
@@ -137,9 +157,10 @@ impl Agent {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), signal).expect("signal the agent");
     }
 
-    /// One scrape of `/metrics`.
+    /// One scrape of `/metrics` (generous timeout: a scrape walks every namespace of the machine, and other
+    /// work on a shared machine may have made thousands).
     pub fn scrape(&self) -> Scrape {
-        let response = monitoring::http::get(self.listen, "/metrics", Duration::from_secs(10)).expect("scrape");
+        let response = monitoring::http::get(self.listen, "/metrics", Duration::from_secs(60)).expect("scrape");
         assert_eq!(response.status, 200, "{}", response.body);
         Scrape::parse(&response.body)
     }
@@ -190,7 +211,11 @@ impl Agent {
         let wanted = [format!("{netns}-{ifindex}-ingress"), format!("{netns}-{ifindex}-egress")];
         let start = Instant::now();
         while !wanted.iter().all(|pin| self.link_pins().contains(pin)) {
-            assert!(start.elapsed() < deadline, "agent did not attach to {netns}/{ifindex} within {deadline:?}");
+            if start.elapsed() >= deadline {
+                let log = self.log();
+                let tail = &log[log.len().saturating_sub(40)..];
+                panic!("agent did not attach to {netns}/{ifindex} within {deadline:?}; the end of its log: {tail:#?}");
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
     }

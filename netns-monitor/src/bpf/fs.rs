@@ -14,7 +14,7 @@ const TRACEFS_LEGACY: &str = "/sys/kernel/debug/tracing";
 /// Where bpffs is mounted when missing; pins live under it.
 pub const BPFFS: &str = "/sys/fs/bpf";
 /// `f_type` of bpffs in statfs (`BPF_FS_MAGIC`, linux/magic.h).
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const BPF_FS_MAGIC: libc::__fsword_t = 0xcafe_4a11;
 
 /// Whether `dir`, or the nearest existing directory above it (where it would be created), is on bpffs: pins
 /// can only live there, so anything else is refused before any directory is made.
@@ -27,7 +27,7 @@ pub fn on_bpffs(dir: &Path) -> std::io::Result<bool> {
         }
     }
     let stat = nix::sys::statfs::statfs(existing)?;
-    Ok(i64::from(stat.filesystem_type().0) == BPF_FS_MAGIC)
+    Ok(stat.filesystem_type().0 == BPF_FS_MAGIC)
 }
 
 /// Errors mounting tracefs/bpffs.

@@ -164,6 +164,10 @@ impl MetricsServer {
     }
 
     /// [`Self::bind_with`] without an async runtime: everything it does is synchronous.
+    #[expect(
+        clippy::result_large_err,
+        reason = "called once at start-up; HttpError is the same type bind_with has always returned"
+    )]
     pub fn bind_now(addr: SocketAddr, web: Option<WebConfig>, options: ServerOptions) -> Result<Self, HttpError> {
         if options.max_connections == 0 {
             return Err(HttpError::Options("max_connections must be at least 1"));
