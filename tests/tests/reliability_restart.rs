@@ -75,7 +75,7 @@ fn setns_until(files: (File, File), stop: Arc<AtomicBool>) -> std::thread::JoinH
     std::thread::spawn(move || {
         let mut count = 0u64;
         while !stop.load(Ordering::Relaxed) {
-            setns(if count % 2 == 0 { &files.0 } else { &files.1 }, CloneFlags::CLONE_NEWNET).expect("setns");
+            setns(if count.is_multiple_of(2) { &files.0 } else { &files.1 }, CloneFlags::CLONE_NEWNET).expect("setns");
             count += 1;
         }
         count

@@ -42,7 +42,7 @@ fn flood(files: &(File, File), per_thread: u64) -> Duration {
         let done = done.clone();
         std::thread::spawn(move || {
             for i in 0..per_thread {
-                setns(if i % 2 == 0 { &a } else { &b }, CloneFlags::CLONE_NEWNET).expect("setns");
+                setns(if i.is_multiple_of(2) { &a } else { &b }, CloneFlags::CLONE_NEWNET).expect("setns");
             }
             let _ = done.send(());
         });
