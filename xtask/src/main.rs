@@ -6,9 +6,11 @@
 
 mod bench;
 mod cmd;
+mod fuzz;
 mod lint;
 mod run;
 mod setup;
+mod soak;
 mod test;
 
 use std::process::ExitCode;
@@ -36,6 +38,11 @@ enum Task {
     /// Run a benchmark (builds what it measures in release mode; needs root).
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// Run every cargo-fuzz target for a while (installs cargo-fuzz if missing); a crash fails it.
+    Fuzz(fuzz::FuzzArgs),
+    /// The reliability tests at full size (20 restarts, 500 or --large 10,000 churn cycles, big floods), then
+    /// the fuzz targets for a minute each. Needs root.
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +53,8 @@ fn main() -> ExitCode {
         Task::Test(args) => test::test(&args),
         Task::Run(args) => run::run(&args),
         Task::Bench(bench) => bench::bench(&bench),
+        Task::Fuzz(args) => fuzz::fuzz(&args).map(|_| ()),
+        Task::Soak(args) => soak::soak(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -55,7 +55,8 @@ impl AgentConfig {
         })
     }
 
-    fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
+    /// Parses and checks `text` as if read from a file in directory `base` (public for the fuzz targets).
+    pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
         // An empty file is an empty configuration, not an error.
         let mut config: Self = if text.trim().is_empty() {
             Self::default()
