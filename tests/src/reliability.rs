@@ -41,6 +41,8 @@ pub struct Agent {
     log: Arc<Mutex<Vec<String>>>,
     wrapper: Vec<String>,
     args: Vec<String>,
+    /// How many of `args` (at the end) came from the caller.
+    extra_len: usize,
     _pins: PinDir,
 }
 
@@ -84,6 +86,7 @@ impl Agent {
             log: Arc::new(Mutex::new(Vec::new())),
             wrapper: wrapper.iter().map(|s| (*s).to_owned()).collect(),
             args,
+            extra_len: extra.len(),
             _pins: pins,
         };
         agent.spawn().await;
@@ -107,7 +110,7 @@ impl Agent {
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                log.lock().unwrap().push(line);
+                log.lock().unwrap().push(strip_ansi(&line));
             }
         });
         self.child = Some(child);
@@ -149,6 +152,17 @@ impl Agent {
     /// Starts the agent again with the same arguments and pin directory.
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "restart after kill9");
+        self.spawn().await;
+    }
+
+    /// Starts the agent again on the same pin directory, with `extra` arguments instead of the first run's
+    /// (after [`Self::kill9`]).
+    pub async fn restart_with(&mut self, extra: &[&str]) {
+        assert!(self.child.is_none(), "restart after kill9");
+        let keep = self.args.len() - self.extra_len;
+        self.args.truncate(keep);
+        self.args.extend(extra.iter().map(|s| (*s).to_owned()));
+        self.extra_len = extra.len();
         self.spawn().await;
     }
 
@@ -227,6 +241,24 @@ impl Drop for Agent {
             let _ = child.start_kill();
         }
     }
+}
+
+/// The text of a log line without its colour escapes (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn pin_names(dir: &Path) -> Vec<String> {
@@ -578,6 +610,7 @@ mod tests {
         );
         assert_eq!(scrape.get("f", &[("a", "1"), ("b", "2")]), Some(0.5));
         assert_eq!(scrape.counter("missing", &[]), 0);
+        assert_eq!(strip_ansi("\u{1b}[2mevents\u{1b}[0m\u{1b}[2m=\u{1b}[0m24"), "events=24");
         assert_eq!(scrape.series_by("netns").get("42"), Some(&1));
         assert_eq!(pins_by_netns(&["7-2-ingress".into(), "7-2-egress".into(), "9-1-egress".into()]).get(&7), Some(&2));
     }
