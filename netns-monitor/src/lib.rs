@@ -9,6 +9,8 @@
 //! - [`lifecycle`]: follow namespaces to their destruction (netns ids and `RTM_DELNSID`).
 //! - [`metrics`]: the `/metrics` HTTP(S) endpoint and its exporter-toolkit web config (TLS, basic auth).
 //! - [`manage`]: add/del/exec/attach named namespaces, veth pairs, NAT and port forwards (netlink + syscalls).
+//! - [`privileges`]: the agent's least privilege: check, then drop, capabilities.
+//! - [`textfile`]: read operator-named files with a size bound.
 //! - [`mountinfo`]: parse `/proc/PID/mountinfo` (used to find tracefs/bpffs and nsfs bind mounts).
 //! - [`cli`]: the command line (clap) and its dispatch; the only place that turns errors into exit codes.
 
@@ -20,5 +22,7 @@ pub mod lifecycle;
 pub mod manage;
 pub mod metrics;
 pub mod mountinfo;
+pub mod privileges;
+pub mod textfile;
 pub mod trace;
 pub mod traffic;

@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod monitoring;
 pub mod netns;
+pub mod reliability;
 
 use std::{
     fs::File,

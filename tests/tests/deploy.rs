@@ -31,6 +31,14 @@ const MAX_EXPOSURE: &str = "40";
 /// knows.
 const KUBERNETES_VERSIONS: &[&str] = &["1.30.0", "1.37.0"];
 
+/// The capabilities the agent checks for at start (required and optional), sorted, as `CAP_*` names.
+fn agent_capabilities() -> Vec<String> {
+    use netns_monitor::privileges::{AGENT_OPTIONAL, AGENT_REQUIRED};
+    let mut caps: Vec<String> = AGENT_REQUIRED.iter().chain(AGENT_OPTIONAL).map(|need| need.cap.name()).collect();
+    caps.sort_unstable();
+    caps
+}
+
 fn output_text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
@@ -92,11 +100,7 @@ fn systemd_unit_verifies_and_keeps_its_hardening() {
     let bounding = value("CapabilityBoundingSet");
     let mut caps: Vec<&str> = bounding.split_whitespace().collect();
     caps.sort_unstable();
-    assert_eq!(
-        caps,
-        ["CAP_BPF", "CAP_DAC_READ_SEARCH", "CAP_NET_ADMIN", "CAP_PERFMON", "CAP_SYS_ADMIN", "CAP_SYS_PTRACE"],
-        "capabilities"
-    );
+    assert_eq!(caps, agent_capabilities(), "capabilities: exactly what the agent asks for (netns_monitor::privileges)");
     for (key, expected) in [
         ("ExecStart", "/usr/local/bin/netns-monitor run --listen 127.0.0.1:10931"),
         ("Restart", "on-failure"),
@@ -240,7 +244,9 @@ fn kubernetes_objects_fit_together() {
         .filter_map(Value::as_str)
         .collect();
     added.sort_unstable();
-    assert_eq!(added, ["BPF", "DAC_READ_SEARCH", "NET_ADMIN", "PERFMON", "SYS_ADMIN", "SYS_PTRACE"]);
+    let expected: Vec<String> =
+        agent_capabilities().iter().map(|cap| cap.trim_start_matches("CAP_").to_owned()).collect();
+    assert_eq!(added, expected, "exactly what the agent asks for (netns_monitor::privileges)");
     // The API server rejects allowPrivilegeEscalation: false together with CAP_SYS_ADMIN.
     assert_ne!(security["allowPrivilegeEscalation"], false);
     assert_eq!(security["readOnlyRootFilesystem"], true);

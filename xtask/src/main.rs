@@ -6,9 +6,11 @@
 
 mod bench;
 mod cmd;
+mod fuzz;
 mod lint;
 mod run;
 mod setup;
+mod soak;
 mod test;
 
 use std::process::ExitCode;
@@ -36,6 +38,11 @@ enum Task {
     /// Run the benchmark suite, or one benchmark (builds what it measures in release mode; needs root). Writes
     /// target/bench/results.{md,json}.
     Bench(bench::BenchArgs),
+    /// Run every cargo-fuzz target for a while (installs cargo-fuzz if missing); a crash fails it.
+    Fuzz(fuzz::FuzzArgs),
+    /// The reliability tests at full size (20 restarts, 500 or --large 10,000 churn cycles, big floods), then
+    /// the fuzz targets for a minute each. Needs root.
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,7 +52,9 @@ fn main() -> ExitCode {
         Task::Lint => lint::lint(),
         Task::Test(args) => test::test(&args),
         Task::Run(args) => run::run(&args),
-        Task::Bench(bench) => bench::bench(&bench),
+        Task::Bench(args) => bench::bench(&args),
+        Task::Fuzz(args) => fuzz::fuzz(&args).map(|_| ()),
+        Task::Soak(args) => soak::soak(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

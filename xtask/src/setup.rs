@@ -19,12 +19,13 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the build needs.
 const BUILD_PACKAGES: &[&str] = &["llvm-22-dev"];
-/// Debian packages the test suite uses: oracles (`ip`, `nsenter`, `unshare`, `nft`); independent HTTP and TLS
-/// clients for the metrics endpoint (`curl`, and `openssl s_client`, which still speaks TLS 1.0/1.1); and for
-/// the monitoring and deployment files `prometheus` (the server and `promtool`), `systemd` (`systemd-analyze`)
-/// and `python3-venv` (the virtual environment for kubernetes-validate).
+/// Debian packages the test suite uses: oracles (`ip`, `nsenter`, `unshare`, `nft`, `setpriv` to start the
+/// agent with chosen capabilities, and `bpftool` for the kernel's own list of BPF links, programs and maps);
+/// independent HTTP and TLS clients for the metrics endpoint (`curl`, and `openssl s_client`, which still
+/// speaks TLS 1.0/1.1); and for the monitoring and deployment files `prometheus` (the server and `promtool`),
+/// `systemd` (`systemd-analyze`) and `python3-venv` (the virtual environment for kubernetes-validate).
 const TEST_PACKAGES: &[&str] =
-    &["iproute2", "util-linux", "nftables", "curl", "openssl", "prometheus", "systemd", "python3-venv"];
+    &["iproute2", "util-linux", "nftables", "bpftool", "curl", "openssl", "prometheus", "systemd", "python3-venv"];
 /// kubernetes-validate release the deployment tests validate the manifests with (its schemas go up to
 /// Kubernetes 1.37).
 const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";

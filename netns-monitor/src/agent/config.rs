@@ -46,7 +46,8 @@ impl AgentConfig {
     /// Reads and checks `path`; relative paths inside are made relative to its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        let text = crate::textfile::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
         Self::parse(&text, path.parent().unwrap_or(Path::new("."))).map_err(|err| match err {
             ConfigError::Parse { source, .. } => ConfigError::Parse { path: shown.clone(), source },
             ConfigError::RingBuffer { value, .. } => ConfigError::RingBuffer { path: shown.clone(), value },
@@ -54,7 +55,8 @@ impl AgentConfig {
         })
     }
 
-    fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
+    /// Parses and checks `text` as if read from a file in directory `base` (public for the fuzz targets).
+    pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
         // An empty file is an empty configuration, not an error.
         let mut config: Self = if text.trim().is_empty() {
             Self::default()

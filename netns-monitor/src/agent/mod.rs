@@ -92,7 +92,21 @@ pub struct Agent {
 impl Agent {
     /// Loads, scans and attaches. Must run on a multi-threaded tokio runtime (attaching blocks briefly).
     pub async fn start(options: &AgentOptions) -> Result<Self, AgentError> {
-        let mut probes = Probes::load(&options.load)?;
+        Self::start_with(Probes::load(&options.load)?).await
+    }
+
+    /// Scans and attaches with programs loaded already (`netns-monitor run` loads them before it starts its
+    /// runtime, so that it can drop the capabilities only loading needs while it has a single thread).
+    pub async fn start_with(mut probes: Probes) -> Result<Self, AgentError> {
+        let adopted = &probes.adopted;
+        if !adopted.maps.is_empty() || adopted.links > 0 {
+            tracing::info!(
+                maps = ?adopted.maps,
+                links = adopted.links,
+                drained = adopted.drained,
+                "adopted the transition programs' pinned links and maps; events queued while down come next"
+            );
+        }
         for mounted in &probes.mounted {
             tracing::info!(fs = mounted.fs_type, target = %mounted.target.display(), "mounted missing filesystem");
         }

@@ -13,6 +13,22 @@ pub const TRACEFS: &str = "/sys/kernel/tracing";
 const TRACEFS_LEGACY: &str = "/sys/kernel/debug/tracing";
 /// Where bpffs is mounted when missing; pins live under it.
 pub const BPFFS: &str = "/sys/fs/bpf";
+/// `f_type` of bpffs in statfs (`BPF_FS_MAGIC`, linux/magic.h).
+const BPF_FS_MAGIC: libc::__fsword_t = 0xcafe_4a11;
+
+/// Whether `dir`, or the nearest existing directory above it (where it would be created), is on bpffs: pins
+/// can only live there, so anything else is refused before any directory is made.
+pub fn on_bpffs(dir: &Path) -> std::io::Result<bool> {
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(parent) => existing = parent,
+            None => return Ok(false),
+        }
+    }
+    let stat = nix::sys::statfs::statfs(existing)?;
+    Ok(stat.filesystem_type().0 == BPF_FS_MAGIC)
+}
 
 /// Errors mounting tracefs/bpffs.
 #[derive(Debug, thiserror::Error)]

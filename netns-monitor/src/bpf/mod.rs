@@ -3,18 +3,22 @@
 //! Start-up order matters: mount tracefs/bpffs if missing ([`fs`]), compute struct offsets from the kernel's
 //! BTF ([`btf`], [`offsets`]) and check the tracepoint record layouts ([`format`]) before the object is
 //! loaded, so that any mismatch fails loudly with the object named instead of producing wrong events.
+//!
+//! The agent's programs outlive it: in a persistent pin directory the transition links and the maps they write
+//! are pinned, and a restarted agent adopts them without a gap ([`persist`]).
 
 pub mod btf;
 pub mod format;
 pub mod fs;
 pub mod offsets;
+pub mod persist;
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, MapError, PerCpuArray, RingBuf},
-    programs::{ProgramError, RawTracePoint, SchedClassifier, TracePoint},
+    maps::{Map, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{ProgramError, RawTracePoint, SchedClassifier, TracePoint, links::FdLink},
 };
 use aya_log::EbpfLogger;
 use netns_monitor_common::counters::{
@@ -23,7 +27,7 @@ use netns_monitor_common::counters::{
 };
 use tokio::io::unix::AsyncFd;
 
-use crate::trace::stream::EventStream;
+use crate::trace::{event::Event, stream::EventStream};
 
 /// The eBPF object, built by build.rs for the BPF target and embedded at compile time.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netns-monitor"));
@@ -32,6 +36,8 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 pub mod maps {
     pub const EVENTS: &str = "EVENTS";
     pub const COUNTERS: &str = "COUNTERS";
+    /// Calls between their enter and exit, keyed by thread id.
+    pub const PENDING: &str = "PENDING";
     /// Pinned by name under the pin directory, so counting survives agent restarts.
     pub const TRAFFIC: &str = "TRAFFIC";
     /// One u32 the classifiers compare their device memo against; bumped on link and namespace changes.
@@ -145,13 +151,38 @@ pub enum BpfError {
     },
     #[error("cannot enable the kernel's BPF run-time statistics")]
     Stats(#[source] aya::sys::SyscallError),
+    #[error(
+        "another netns-monitor agent is using the pin directory {path} (stop it first, or give this one another \
+         --pin-dir)"
+    )]
+    PinDirBusy { path: String },
+    #[error("the pin directory {path} is not on a BPF file system (bpffs, e.g. under {})", fs::BPFFS)]
+    NotBpffs { path: String },
+    #[error("cannot open the map pinned at {path} to adopt it")]
+    Adopt {
+        path: String,
+        #[source]
+        source: MapError,
+    },
+    #[error("cannot remove the pin {path}")]
+    Unpin {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot pin the link at {path}")]
+    PinLink {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Kernel statistics of one program.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProgramStats {
     pub name: String,
-    pub run_time: std::time::Duration,
+    pub run_time: Duration,
     pub run_count: u64,
 }
 
@@ -164,8 +195,10 @@ pub struct LoadOptions {
     /// Report only what this process (tgid in the initial pid namespace) does, filtered in the kernel.
     pub filter_pid: Option<u32>,
     /// Directory for pinned maps and links, kept across runs (the agent: [`DEFAULT_PIN_DIR`] unless told
-    /// otherwise). `None`: a private directory removed when the probes are dropped (`trace`, tests), so a
-    /// short-lived user leaves nothing pinned behind.
+    /// otherwise): the transition links and their maps are pinned there and adopted by the next load
+    /// ([`persist`]), and only one process may use it at a time. `None`: a private directory removed when the
+    /// probes are dropped, and links that detach with them (`trace`, tests), so a short-lived user leaves
+    /// nothing attached or pinned behind.
     pub pin_dir: Option<PathBuf>,
 }
 
@@ -200,6 +233,23 @@ pub struct Probes {
     stats: Option<std::os::fd::OwnedFd>,
     /// Whether `pin_dir` is private to these probes and removed with them.
     ephemeral: bool,
+    /// Held while a persistent pin directory is in use.
+    _lock: Option<persist::PinDirLock>,
+    /// Events read out of a ring buffer this load replaced, delivered before the new ring buffer's.
+    backlog: Vec<Event>,
+    /// What this load took over from a previous agent (persistent pin directory only).
+    pub adopted: Adoption,
+}
+
+/// What a load took over from the programs and maps a previous agent left pinned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Adoption {
+    /// Shared maps that were already pinned and are reused (their contents carry on).
+    pub maps: Vec<&'static str>,
+    /// Pinned transition links that were replaced by this load's.
+    pub links: usize,
+    /// Events drained from a ring buffer that had to be replaced.
+    pub drained: usize,
 }
 
 impl Drop for Probes {
@@ -229,8 +279,17 @@ impl Probes {
         let filter_tgid = options.filter_pid.unwrap_or(0);
         let ephemeral = options.pin_dir.is_none();
         let pin_dir = options.pin_dir.clone().unwrap_or_else(private_pin_dir);
+        match fs::on_bpffs(&pin_dir) {
+            Ok(true) => {}
+            Ok(false) => return Err(BpfError::NotBpffs { path: pin_dir.display().to_string() }),
+            Err(source) => return Err(BpfError::PinDir { path: pin_dir.display().to_string(), source }),
+        }
         std::fs::create_dir_all(&pin_dir)
             .map_err(|source| BpfError::PinDir { path: pin_dir.display().to_string(), source })?;
+        let ring_buffer_bytes = options.ring_buffer_bytes.unwrap_or(DEFAULT_RING_BUFFER_BYTES);
+        let lock = if ephemeral { None } else { Some(persist::PinDirLock::acquire(&pin_dir)?) };
+        let mut adopted = Adoption::default();
+        let replaced_ring = if ephemeral { None } else { persist::unpin_incompatible(&pin_dir, ring_buffer_bytes)? };
         let mut loader = EbpfLoader::new();
         loader.default_map_pin_directory(&pin_dir);
         loader.override_global("OFFSETS", &offsets, true);
@@ -238,13 +297,56 @@ impl Probes {
         if let Some(bytes) = options.ring_buffer_bytes {
             loader.map_max_entries(maps::EVENTS, bytes);
         }
+        if !ephemeral {
+            for name in persist::SHARED_MAPS {
+                let path = pin_dir.join(name);
+                if path.exists() {
+                    adopted.maps.push(name);
+                }
+                loader.map_pin_path(name, path);
+            }
+        }
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(BpfError::Load)?;
         let logger = EbpfLogger::init(&mut ebpf)
             .inspect_err(|err| tracing::warn!(%err, "kernel-side log messages will not be shown"))
             .ok();
-        for spec in PROGRAMS {
-            attach(&mut ebpf, spec)?;
+        // Pinning a tracepoint's link needs perf-event bpf links (Linux >= 5.15); without them the programs
+        // stop with the agent, as they did before pinning.
+        let pin_links = !ephemeral && aya::features().bpf_perf_link();
+        if !ephemeral && !pin_links {
+            tracing::warn!(
+                "this kernel cannot pin tracepoint links: transitions are not traced while the agent is down"
+            );
         }
+        let transitions_dir = pin_dir.join(persist::TRANSITIONS_DIR);
+        if pin_links {
+            std::fs::create_dir_all(&transitions_dir)
+                .map_err(|source| BpfError::PinDir { path: transitions_dir.display().to_string(), source })?;
+        }
+        let mut replaced_links = Vec::new();
+        for spec in PROGRAMS {
+            if let Some(link) = attach(&mut ebpf, spec, pin_links)?
+                && let Some(old) = persist::pin_replacing(link, &transitions_dir, spec.program)?
+            {
+                replaced_links.push(old);
+            }
+        }
+        adopted.links = replaced_links.len();
+        if pin_links {
+            let programs: Vec<&str> = PROGRAMS.iter().map(|spec| spec.program).collect();
+            replaced_links.extend(persist::remove_stale_links(&transitions_dir, &programs)?);
+        }
+        let backlog = match replaced_ring {
+            Some(old) => {
+                // Only once no old program can write into it is the old ring buffer's content final.
+                if !persist::wait_links_released(&replaced_links, Duration::from_secs(5)) {
+                    tracing::warn!("the replaced programs are still attached; events they emit from now on are lost");
+                }
+                drain(old)?
+            }
+            None => Vec::new(),
+        };
+        adopted.drained = backlog.len();
         // The classifiers are attached per interface later (crate::traffic); load (verify) them now.
         for direction in Direction::BOTH {
             let program = direction.program();
@@ -259,8 +361,18 @@ impl Probes {
                 source,
             })?;
         }
-        let ring_buffer_bytes = options.ring_buffer_bytes.unwrap_or(DEFAULT_RING_BUFFER_BYTES);
-        Ok(Self { ebpf, logger, mounted, pin_dir, ring_buffer_bytes, stats: None, ephemeral })
+        Ok(Self {
+            ebpf,
+            logger,
+            mounted,
+            pin_dir,
+            ring_buffer_bytes,
+            stats: None,
+            ephemeral,
+            _lock: lock,
+            backlog,
+            adopted,
+        })
     }
 
     /// The loaded classifier for `direction`, to attach to interfaces.
@@ -319,7 +431,7 @@ impl Probes {
     pub fn events(&mut self) -> Result<EventStream, BpfError> {
         let map = self.ebpf.take_map(maps::EVENTS).ok_or(BpfError::Missing { kind: "map", name: maps::EVENTS })?;
         let ring = RingBuf::try_from(map).map_err(|source| BpfError::Map { map: maps::EVENTS, source })?;
-        EventStream::new(ring).map_err(BpfError::Poll)
+        EventStream::with_backlog(ring, std::mem::take(&mut self.backlog)).map_err(BpfError::Poll)
     }
 
     /// Forwards the programs' own log lines (aya-log) to this process's logger until the runtime stops.
@@ -402,8 +514,24 @@ fn remove_orphaned_private_dirs() {
     }
 }
 
-/// Loads (verifies) and attaches one program.
-fn attach(ebpf: &mut Ebpf, spec: &Spec) -> Result<(), BpfError> {
+/// Every event left in a ring buffer nothing writes into any more.
+fn drain(old: MapData) -> Result<Vec<Event>, BpfError> {
+    let mut ring =
+        RingBuf::try_from(Map::RingBuf(old)).map_err(|source| BpfError::Map { map: maps::EVENTS, source })?;
+    let mut events = Vec::new();
+    while let Some(record) = ring.next() {
+        match Event::decode(&record) {
+            Ok(event) => events.push(event),
+            Err(err) => tracing::warn!(%err, "dropping an undecodable record of the replaced ring buffer"),
+        }
+    }
+    tracing::info!(events = events.len(), "drained the replaced ring buffer");
+    Ok(events)
+}
+
+/// Loads (verifies) and attaches one program. With `take`, returns its link for the caller to pin (the program
+/// then no longer detaches it when dropped).
+fn attach(ebpf: &mut Ebpf, spec: &Spec, take: bool) -> Result<Option<FdLink>, BpfError> {
     let program = spec.program;
     let prog = ebpf.program_mut(program).ok_or(BpfError::Missing { kind: "program", name: program })?;
     let failed = |action: &str| {
@@ -414,15 +542,25 @@ fn attach(ebpf: &mut Ebpf, spec: &Spec) -> Result<(), BpfError> {
         Hook::TracePoint { category, event } => {
             let tp: &mut TracePoint = prog.try_into().map_err(failed("type check"))?;
             tp.load().map_err(failed("load (verifier)"))?;
-            tp.attach(category, event).map_err(failed(&format!("attach to tracepoint {category}/{event}")))?;
+            let id = tp.attach(category, event).map_err(failed(&format!("attach to tracepoint {category}/{event}")))?;
+            if take {
+                let link = tp.take_link(id).map_err(failed("take the link"))?;
+                // A perf-event bpf link (the caller checked the kernel has them), so this conversion holds.
+                let link = FdLink::try_from(link)
+                    .map_err(|err| failed("take the link")(ProgramError::IOError(std::io::Error::other(err))))?;
+                return Ok(Some(link));
+            }
         }
         Hook::RawTracePoint(name) => {
             let tp: &mut RawTracePoint = prog.try_into().map_err(failed("type check"))?;
             tp.load().map_err(failed("load (verifier)"))?;
-            tp.attach(name).map_err(failed(&format!("attach to raw tracepoint {name}")))?;
+            let id = tp.attach(name).map_err(failed(&format!("attach to raw tracepoint {name}")))?;
+            if take {
+                return Ok(Some(tp.take_link(id).map_err(failed("take the link"))?.into()));
+            }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// An error and its causes on one line, for logs.

@@ -15,6 +15,7 @@ mod trace;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+pub use run::DEFAULT_LISTEN;
 
 /// Manage, discover, trace and count Linux network namespaces.
 #[derive(Debug, Parser)]
@@ -29,7 +30,10 @@ pub enum Command {
     /// Run the agent: load and attach the kernel programs and watch namespaces until SIGINT/SIGTERM.
     ///
     /// Mounts tracefs (/sys/kernel/tracing) and bpffs (/sys/fs/bpf) if they are missing. Needs root, or
-    /// CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_ADMIN. Log verbosity comes from RUST_LOG (default: info).
+    /// CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_NET_BROADCAST, CAP_SYS_ADMIN and CAP_SYS_PTRACE (plus
+    /// CAP_DAC_READ_SEARCH to see namespaces held only by other users' file descriptors); refuses to start
+    /// without them (exit code 1, naming them), drops every other capability at start, and CAP_PERFMON once
+    /// its programs are loaded. Log verbosity comes from RUST_LOG (default: info).
     Run(run::RunArgs),
     /// Stream namespace transitions live from the kernel until Ctrl-C (or --count / --duration).
     ///
@@ -95,7 +99,8 @@ pub fn main() -> ExitCode {
 /// netlink work runs on threads of its own) and start faster without one.
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run(args) => runtime()?.block_on(run::run(args)),
+        // Builds its runtime itself, after dropping privileges (which must happen while single-threaded).
+        Command::Run(args) => run::run(args),
         Command::Trace(args) => runtime()?.block_on(trace::run(args)),
         Command::Stats(args) => stats::stats(args),
         Command::Add(args) => netns::add(args),

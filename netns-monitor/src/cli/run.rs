@@ -7,9 +7,10 @@ use clap::Args;
 
 use super::UsageError;
 use crate::{
-    agent::{Agent, AgentOptions, config::AgentConfig},
-    bpf::{DEFAULT_PIN_DIR, LoadOptions},
-    metrics::{HttpError, MetricsServer, Render, WebConfig},
+    agent::{Agent, config::AgentConfig},
+    bpf::{DEFAULT_PIN_DIR, LoadOptions, Probes},
+    metrics::{HttpError, MetricsServer, Render, ServerOptions, WebConfig},
+    privileges::{self, CapSet},
 };
 
 /// Where `/metrics` is served when neither `--listen` nor the config file says: localhost only, on a port
@@ -36,9 +37,18 @@ pub struct RunArgs {
     /// Size of the transition event ring buffer in bytes: a power of two, at least the page size (4096).
     #[arg(long, value_name = "BYTES")]
     ring_buffer_bytes: Option<u32>,
+    /// Testing and debugging: trace only the transitions of process PID (filtered in the kernel, so the
+    /// transition and lost-event counters then cover that process alone). Traffic counting is unaffected.
+    #[arg(long, value_name = "PID", hide = true)]
+    filter_pid: Option<u32>,
 }
 
-pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+/// Runs the agent. In order: everything the operator wrote is checked (exit 2), the capabilities are checked
+/// (exit 1, naming the missing ones) and every other one is dropped, the endpoint is bound and the programs are
+/// loaded, then the capabilities only that needed are dropped too. All of this happens before the async runtime
+/// exists, because capabilities belong to threads and the process must still have only one (see
+/// [`crate::privileges`]).
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Everything that can be wrong with the configuration is found before anything is loaded into the kernel.
     let file = match &args.config {
         Some(path) => AgentConfig::load(path).map_err(|err| UsageError(crate::bpf::error_chain(&err)))?,
@@ -55,7 +65,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Some(WebConfig::load(&path).map_err(|err| UsageError(crate::bpf::error_chain(&err)))?),
         None => None,
     };
-    let server = match MetricsServer::bind(listen, web).await {
+
+    let startup = drop_privileges(listen)?;
+    let server = match MetricsServer::bind_now(listen, web, ServerOptions::default()) {
         Ok(server) => server,
         // Certificates, keys and users named by the web config are the operator's input: bad usage (exit 2).
         Err(err @ (HttpError::Tls { .. } | HttpError::Auth { .. })) => {
@@ -63,14 +75,48 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         Err(err) => return Err(anyhow::Error::new(err).context(format!("cannot serve metrics on {listen}"))),
     };
-    let options = AgentOptions {
-        load: LoadOptions {
-            ring_buffer_bytes,
-            pin_dir: Some(args.pin_dir.or(file.pin_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR))),
-            ..LoadOptions::default()
-        },
+    let load = LoadOptions {
+        ring_buffer_bytes,
+        filter_pid: args.filter_pid,
+        pin_dir: Some(args.pin_dir.or(file.pin_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR))),
     };
-    let agent = Agent::start(&options).await?;
+    let probes = Probes::load(&load)?;
+    let continuing = startup.without(CapSet::of(privileges::AGENT_STARTUP_ONLY.iter().copied()));
+    privileges::restrict_to(continuing).context("cannot drop the start-up capabilities")?;
+    tracing::info!(kept = %continuing.names(), "programs loaded; start-up capabilities dropped");
+    super::runtime()?.block_on(serve(probes, server))
+}
+
+/// Checks that the agent holds what it needs and drops everything else; returns what it kept.
+fn drop_privileges(listen: SocketAddr) -> anyhow::Result<CapSet> {
+    let mut needs = privileges::AGENT_REQUIRED.to_vec();
+    if listen.port() != 0 && listen.port() < 1024 {
+        needs.push(privileges::Need {
+            cap: privileges::CAP_NET_BIND_SERVICE,
+            why: "listen on a port below 1024 (start-up only)",
+        });
+    }
+    privileges::check(&needs)?;
+    let held = privileges::current()?.permitted;
+    let missing: Vec<String> = privileges::AGENT_OPTIONAL
+        .iter()
+        .filter(|need| !held.contains(need.cap))
+        .map(|need| format!("{} (to {})", need.cap, need.why))
+        .collect();
+    if !missing.is_empty() {
+        tracing::warn!(missing = %missing.join("; "), "running without optional capabilities");
+    }
+    // CAP_SETPCAP (when held) stays until the last drop, which needs it to narrow the bounding set.
+    let keep = CapSet::of(needs.iter().chain(privileges::AGENT_OPTIONAL).map(|need| need.cap))
+        .union(CapSet::of([privileges::CAP_SETPCAP]));
+    let dropped = privileges::restrict_to(keep).context("cannot drop capabilities")?;
+    let kept = keep.intersection(held);
+    tracing::info!(kept = %kept.names(), dropped = %dropped.names(), "capabilities");
+    Ok(kept)
+}
+
+async fn serve(probes: Probes, server: MetricsServer) -> anyhow::Result<ExitCode> {
+    let agent = Agent::start_with(probes).await?;
     let metrics = agent.metrics();
     let render: Render = Arc::new(move || metrics.render().map_err(Into::into));
     tracing::info!(address = %server.local_addr(), "serving /metrics");

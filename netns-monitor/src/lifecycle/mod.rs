@@ -8,6 +8,12 @@
 //! kernel sends `RTM_DELNSID` to `RTNLGRP_NSID` listeners. No polling; the cost is one id per namespace,
 //! visible in `ip netns list` as `(id: N)`.
 //!
+//! Notifications can be lost when the socket's buffer overflows (a storm of namespaces dying at once): the
+//! tracker then asks the kernel for every netns id it still has (`RTM_GETNSID` dump) and reports each tracked
+//! namespace whose id is gone as destroyed, so nothing the agent holds for it leaks. (An id freed and already
+//! given to a new namespace during the overflow looks alive; the agent's rescans after lost link notifications
+//! catch what that hides.)
+//!
 //! Limits: a namespace must be reachable from userspace (a name, a bind mount in our mount namespace, a
 //! process, or an fd) when the tracker learns of it. One that is created and dies before the creation event is
 //! handled (e.g. `unshare -n true`), or that only a kernel object holds, cannot get an id; it is counted in
@@ -16,7 +22,7 @@
 pub mod nsid;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     fs::{self, File},
     os::{fd::AsFd as _, unix::fs::MetadataExt as _},
 };
@@ -47,18 +53,45 @@ pub struct Tracker {
     by_inode: HashMap<u32, i32>,
     own_inode: Option<u32>,
     untracked: u64,
+    /// Destroyed namespaces found by a resync, not returned yet.
+    gone: VecDeque<u32>,
+    resyncs: u64,
 }
 
 impl Tracker {
     /// Subscribes to netns id notifications (first, so no death between the scan and the subscription is
     /// missed) and tracks every namespace in `inventory`. Must run inside a tokio runtime.
     pub async fn start(inventory: &Inventory) -> Result<Self, LifecycleError> {
-        let (connection, handle, notifications) =
+        Self::start_with(inventory, 4 << 20).await
+    }
+
+    /// [`Self::start`] with a notification socket buffer of `receive_buffer` bytes (tests make it tiny to
+    /// force lost notifications).
+    pub async fn start_with(inventory: &Inventory, receive_buffer: usize) -> Result<Self, LifecycleError> {
+        let (mut connection, handle, notifications) =
             rtnetlink::new_multicast_connection(&[MulticastGroup::Nsid]).map_err(LifecycleError::Socket)?;
+        // Room for a storm of deaths (an RTM_DELNSID is about 30 bytes); lost ones are recovered by a resync
+        // (see `next_destroyed`), but that costs a dump. Above the rmem_max sysctl needs CAP_NET_ADMIN.
+        {
+            use std::os::fd::{AsRawFd as _, BorrowedFd};
+            // SAFETY: the connection owns the socket and outlives this borrow.
+            let fd = unsafe { BorrowedFd::borrow_raw(connection.socket_mut().as_raw_fd()) };
+            if nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::RcvBufForce, &receive_buffer).is_err() {
+                tracing::debug!("cannot enlarge the netns id notification buffer; lost notifications trigger resyncs");
+            }
+        }
         tokio::spawn(connection);
         let own_inode = fs::read_link("/proc/self/ns/net").ok().and_then(|link| parse_ns_link(link.to_str()?, "net"));
-        let mut tracker =
-            Self { handle, notifications, by_id: HashMap::new(), by_inode: HashMap::new(), own_inode, untracked: 0 };
+        let mut tracker = Self {
+            handle,
+            notifications,
+            by_id: HashMap::new(),
+            by_inode: HashMap::new(),
+            own_inode,
+            untracked: 0,
+            gone: VecDeque::new(),
+            resyncs: 0,
+        };
         for ns in inventory.namespaces.values() {
             tracker.track(ns.inode, ns.open()).await;
         }
@@ -138,7 +171,16 @@ impl Tracker {
     /// Waits for the next tracked namespace to be destroyed and returns its inode. `None` when the netlink
     /// connection is gone.
     pub async fn next_destroyed(&mut self) -> Option<u32> {
-        while let Some((message, _)) = self.notifications.next().await {
+        loop {
+            if let Some(inode) = self.gone.pop_front() {
+                return Some(inode);
+            }
+            let (message, _) = self.notifications.next().await?;
+            if nsid::is_overrun(&message) {
+                tracing::warn!("netns id notifications were lost; checking which tracked namespaces are gone");
+                self.resync().await;
+                continue;
+            }
             if let Some(id) = nsid::deleted_id(&message)
                 && let Some(inode) = self.by_id.remove(&id)
             {
@@ -146,7 +188,30 @@ impl Tracker {
                 return Some(inode);
             }
         }
-        None
+    }
+
+    /// How many times notifications were lost and the tracker resynchronised with the kernel.
+    pub fn resyncs(&self) -> u64 {
+        self.resyncs
+    }
+
+    /// After lost notifications: every tracked namespace whose id the kernel no longer has is gone.
+    async fn resync(&mut self) {
+        self.resyncs += 1;
+        let alive = match nsid::dump(&mut self.handle).await {
+            Ok(alive) => alive,
+            Err(err) => {
+                tracing::warn!(error = %crate::bpf::error_chain(&err), "cannot list the netns ids");
+                return;
+            }
+        };
+        let dead: Vec<(i32, u32)> =
+            self.by_id.iter().filter(|(id, _)| !alive.contains(id)).map(|(&id, &inode)| (id, inode)).collect();
+        for (id, inode) in dead {
+            self.by_id.remove(&id);
+            self.by_inode.remove(&inode);
+            self.gone.push_back(inode);
+        }
     }
 
     /// Namespaces currently tracked.

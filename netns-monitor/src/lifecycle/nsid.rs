@@ -8,7 +8,7 @@
 use std::os::fd::{AsRawFd as _, BorrowedFd};
 
 use futures::StreamExt as _;
-use netlink_packet_core::{NLM_F_ACK, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
     nsid::{NsidAttribute, NsidMessage},
@@ -93,6 +93,30 @@ pub async fn ensure(handle: &mut Handle, fd: BorrowedFd<'_>) -> Result<i32, Nsid
         Err(err) => return Err(err),
     }
     get(handle, fd).await?.ok_or(NsidError::NoAnswer { request: "RTM_GETNSID after RTM_NEWNSID" })
+}
+
+/// Every netns id the current namespace has assigned now (`RTM_GETNSID` dump).
+pub async fn dump(handle: &mut Handle) -> Result<std::collections::BTreeSet<i32>, NsidError> {
+    let get = nsid_message(Vec::new());
+    let answers =
+        request(handle, "RTM_GETNSID dump", message(RouteNetlinkMessage::GetNsId(get), NLM_F_REQUEST | NLM_F_DUMP))
+            .await?;
+    Ok(answers
+        .into_iter()
+        .filter_map(|answer| match answer {
+            RouteNetlinkMessage::NewNsId(msg) => msg.attributes.into_iter().find_map(|a| match a {
+                NsidAttribute::Id(id) => Some(id),
+                _ => None,
+            }),
+            _ => None,
+        })
+        .filter(|id| *id >= 0)
+        .collect())
+}
+
+/// Whether `message` says notifications were lost (the socket's buffer overflowed, `ENOBUFS`).
+pub fn is_overrun(message: &NetlinkMessage<RouteNetlinkMessage>) -> bool {
+    matches!(message.payload, NetlinkPayload::Overrun(_))
 }
 
 /// The id in an `RTM_DELNSID` notification.

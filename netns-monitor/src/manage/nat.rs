@@ -187,6 +187,9 @@ fn check_tag_fits(name: &str) -> Result<(), NatError> {
 pub fn nat_add(name: &str, out: &str, subnets: &[Cidr]) -> Result<Vec<Cidr>, NatError> {
     validate_ifname(out)?;
     check_tag_fits(name)?;
+    // The namespace must exist even when the subnets are given (rules for a namespace that does not exist would
+    // be half-made: nothing owns them and `del` never removes them).
+    drop(open_named(name)?);
     let subnets = match subnets {
         [] => namespace_addresses(name)?.into_iter().map(Cidr::network).collect::<Vec<_>>(),
         given => given.iter().map(|c| c.network()).collect(),
@@ -240,6 +243,8 @@ pub fn nat_del(name: &str) -> Result<(), NatError> {
 /// forwarding. Returns the address forwarded to.
 pub fn forward_add(name: &str, map: PortMap, to: Option<Ipv4Addr>) -> Result<Ipv4Addr, NatError> {
     check_tag_fits(name)?;
+    // The namespace must exist even with --to (see nat_add).
+    drop(open_named(name)?);
     let target = match to {
         Some(to) => to,
         None => namespace_addresses(name)?

@@ -122,9 +122,25 @@ pub enum HttpError {
     },
 }
 
+/// A listening, non-blocking TCP socket as tokio's `TcpListener::bind` makes it: `SO_REUSEADDR` (a restarted
+/// agent can bind while connections of the previous one linger in TIME_WAIT) and a backlog of 1024.
+fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt, socket, sockopt,
+    };
+    let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(addr))?;
+    listen(&fd, Backlog::new(1024).map_err(io::Error::from)?)?;
+    Ok(std::net::TcpListener::from(fd))
+}
+
 /// A bound metrics endpoint, not yet serving.
 pub struct MetricsServer {
-    listener: TcpListener,
+    /// A std listener, so binding needs no async runtime (the agent binds before it starts one, see
+    /// `crate::privileges`); registered with the runtime when [`Self::run`] starts.
+    listener: std::net::TcpListener,
     local_addr: SocketAddr,
     tls: Option<TlsAcceptor>,
     auth: Option<BasicAuth>,
@@ -144,6 +160,15 @@ impl MetricsServer {
         web: Option<WebConfig>,
         options: ServerOptions,
     ) -> Result<Self, HttpError> {
+        Self::bind_now(addr, web, options)
+    }
+
+    /// [`Self::bind_with`] without an async runtime: everything it does is synchronous.
+    #[expect(
+        clippy::result_large_err,
+        reason = "called once at start-up; HttpError is the same type bind_with has always returned"
+    )]
+    pub fn bind_now(addr: SocketAddr, web: Option<WebConfig>, options: ServerOptions) -> Result<Self, HttpError> {
         if options.max_connections == 0 {
             return Err(HttpError::Options("max_connections must be at least 1"));
         }
@@ -183,7 +208,7 @@ impl MetricsServer {
                 "basic auth without TLS on a non-loopback address: passwords cross the network in clear text"
             );
         }
-        let listener = TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
+        let listener = listen(addr).map_err(|source| HttpError::Bind { addr, source })?;
         let local_addr = listener.local_addr().map_err(|source| HttpError::Bind { addr, source })?;
         Ok(Self { listener, local_addr, tls, auth, extra_headers, options })
     }
@@ -197,6 +222,8 @@ impl MetricsServer {
     /// [`ServerOptions::shutdown_grace`] and drops what is left.
     pub async fn run(self, render: Render, shutdown: impl Future<Output = ()>) -> Result<(), HttpError> {
         let MetricsServer { listener, local_addr, tls, auth, extra_headers, options } = self;
+        let listener =
+            TcpListener::from_std(listener).map_err(|source| HttpError::Bind { addr: local_addr, source })?;
         tracing::info!(
             addr = %local_addr,
             tls = tls.is_some(),

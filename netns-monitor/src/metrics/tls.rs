@@ -99,8 +99,10 @@ fn protocol_versions(min: TlsVersion, max: TlsVersion) -> Vec<&'static Supported
 fn certificates(source: &PemSource) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let err = |source_err| TlsError::Certificate { source_name: source.to_string(), source: source_err };
     match source {
+        // Read with a size bound first: the PEM reader would otherwise read a device (/dev/zero) forever.
         PemSource::File { path, .. } => {
-            CertificateDer::pem_file_iter(path).map_err(err)?.collect::<Result<Vec<_>, _>>()
+            let data = crate::textfile::read(path).map_err(|io| err(rustls::pki_types::pem::Error::Io(io)))?;
+            CertificateDer::pem_slice_iter(&data).collect::<Result<Vec<_>, _>>()
         }
         PemSource::Inline { pem, .. } => CertificateDer::pem_slice_iter(pem.as_bytes()).collect(),
     }
@@ -109,7 +111,9 @@ fn certificates(source: &PemSource) -> Result<Vec<CertificateDer<'static>>, TlsE
 
 fn private_key(source: &PemSource) -> Result<PrivateKeyDer<'static>, TlsError> {
     match source {
-        PemSource::File { path, .. } => PrivateKeyDer::from_pem_file(path),
+        PemSource::File { path, .. } => crate::textfile::read(path)
+            .map_err(rustls::pki_types::pem::Error::Io)
+            .and_then(|data| PrivateKeyDer::from_pem_slice(&data)),
         PemSource::Inline { pem, .. } => PrivateKeyDer::from_pem_slice(pem.as_bytes()),
     }
     .map_err(|source_err| TlsError::Key { source_name: source.to_string(), source: source_err })

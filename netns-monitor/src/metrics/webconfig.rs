@@ -186,8 +186,8 @@ pub enum WebConfigError {
 impl WebConfig {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Self, WebConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| WebConfigError::Read { path: path.to_owned(), source })?;
+        let text = crate::textfile::read_to_string(path)
+            .map_err(|source| WebConfigError::Read { path: path.to_owned(), source })?;
         Self::parse(&text, path)
     }
 

@@ -22,16 +22,24 @@ pub struct EventStream {
     ring: AsyncFd<RingBuf<MapData>>,
     decode_errors: u64,
     storm: bool,
+    /// Events read earlier from elsewhere (a replaced ring buffer), returned by the first read.
+    backlog: Vec<Event>,
 }
 
 impl EventStream {
     /// Registers the ring buffer with the current tokio runtime.
     pub fn new(ring: RingBuf<MapData>) -> io::Result<Self> {
+        Self::with_backlog(ring, Vec::new())
+    }
+
+    /// Like [`Self::new`], with events that come before anything in `ring` (see
+    /// `crate::bpf::persist`: the content of a ring buffer the agent replaced).
+    pub fn with_backlog(ring: RingBuf<MapData>, backlog: Vec<Event>) -> io::Result<Self> {
         // SAFETY: the RingBuf owns its map fd, which stays open and unchanged until the RingBuf is dropped, and
         // the RingBuf is only dropped together with the AsyncFd that owns it.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|err| err.into_parts().1)?;
-        Ok(Self { ring, decode_errors: 0, storm: false })
+        Ok(Self { ring, decode_errors: 0, storm: false, backlog })
     }
 
     /// Waits until at least one record is available, then appends every available event to `out`. Returns the
@@ -41,6 +49,10 @@ impl EventStream {
             tokio::time::sleep(COALESCE).await;
         }
         let before = out.len();
+        if !self.backlog.is_empty() {
+            out.append(&mut self.backlog);
+            return Ok(out.len() - before);
+        }
         loop {
             let mut guard = self.ring.readable_mut().await?;
             let ring = guard.get_inner_mut();
