@@ -30,7 +30,7 @@ fn scans_follow_mount_changes() {
     let inode = ns.inode();
     let named = scan();
     let found = named.get(inode).expect("a new named namespace is seen by the next scan");
-    assert_eq!(found.names, [ns.name.clone()]);
+    assert_eq!(found.names, std::slice::from_ref(&ns.name));
     assert!(found.bind_mounts.is_empty());
 
     let dir = TempDir::new("nsm-ic");
@@ -38,7 +38,7 @@ fn scans_follow_mount_changes() {
     run_ok(std::process::Command::new("mount").arg("--bind").arg(ns.path()).arg(&handle));
     let mounted = Mounted(&handle);
     let bound = scan();
-    assert_eq!(bound.get(inode).expect("still there").bind_mounts, [handle.clone()]);
+    assert_eq!(bound.get(inode).expect("still there").bind_mounts, std::slice::from_ref(&handle));
 
     drop(mounted);
     let unbound = scan();

@@ -117,14 +117,13 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
 
     let machine = Machine::detect(&binary);
     eprintln!("[bench] machine: {}", machine.summary());
-    let mut ctx =
-        Ctx {
-            binary,
-            rounds: args.rounds,
-            seconds: args.seconds,
-            expedite_rcu: !args.no_expedite_rcu,
-            report: Report::new(machine),
-        };
+    let mut ctx = Ctx {
+        binary,
+        rounds: args.rounds,
+        seconds: args.seconds,
+        expedite_rcu: !args.no_expedite_rcu,
+        report: Report::new(machine),
+    };
     let started = std::time::Instant::now();
     let result = run(&mut ctx, args);
     ctx.report.wall_seconds = started.elapsed().as_secs_f64();
