@@ -8,8 +8,9 @@ pub const COUNTER_PENDING_FAILED: u32 = 1;
 pub const COUNTER_READ_ERRORS: u32 = 2;
 /// A classifier could not tell a packet's namespace (a kernel read failed); the packet was not counted.
 pub const COUNTER_TRAFFIC_UNKNOWN_NETNS: u32 = 3;
-/// A classifier could not create the counters of a new interface (the `TRAFFIC` map is full).
-pub const COUNTER_TRAFFIC_MAP_FULL: u32 = 4;
+/// A classifier found no counters for its interface: userspace already removed them (the interface's namespace
+/// is being torn down, its devices still send a last packet or two) or never created them. Not counted.
+pub const COUNTER_TRAFFIC_NO_ENTRY: u32 = 4;
 /// Highest ring buffer fill (bytes of unconsumed data) seen at a submit since userspace last reset it.
 pub const COUNTER_RINGBUF_HIGH_WATER: u32 = 5;
 /// Number of slots in the array.

@@ -17,21 +17,16 @@
 //! see the frame from its Ethernet header).
 //!
 //! Counters live in a per-CPU hash keyed by (namespace inode, ifindex), so the packet path shares no cache line
-//! and takes no lock; userspace creates the entry when it attaches, the program only creates one if it races.
+//! and takes no lock. Only userspace creates entries (before it attaches, so no packet of an attached interface
+//! misses one) and removes them (when the interface or its namespace goes). The program never creates one: the
+//! kernel tells userspace a namespace died (`RTM_DELNSID`) before it unregisters the namespace's devices, and a
+//! packet they send meanwhile would otherwise bring back counters nobody will ever remove.
 
-use aya_ebpf::{
-    EbpfContext as _,
-    bindings::{BPF_NOEXIST, TC_ACT_UNSPEC},
-    macros::classifier,
-    programs::TcContext,
-};
+use aya_ebpf::{EbpfContext as _, bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext};
 use netns_monitor_common::{
-    counters::{COUNTER_TRAFFIC_MAP_FULL, COUNTER_TRAFFIC_UNKNOWN_NETNS},
+    counters::{COUNTER_TRAFFIC_NO_ENTRY, COUNTER_TRAFFIC_UNKNOWN_NETNS},
     ns::NS_NET,
-    traffic::{
-        DIR_EGRESS, DIR_INGRESS, DeviceCache, PROTO_ICMP, PROTO_OTHER, PROTO_TCP, PROTO_UDP, TrafficCounters,
-        TrafficKey,
-    },
+    traffic::{DIR_EGRESS, DIR_INGRESS, DeviceCache, PROTO_ICMP, PROTO_OTHER, PROTO_TCP, PROTO_UDP, TrafficKey},
 };
 
 use crate::{
@@ -72,20 +67,9 @@ fn count_packet(ctx: &TcContext, dir: usize) {
     // SAFETY: `skb` is the program's context pointer, valid for the whole run; these are plain ctx reads.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let key = TrafficKey { netns, ifindex };
-    let counters = match TRAFFIC.get_ptr_mut(key) {
-        Some(counters) => counters,
-        None => {
-            // Racing userspace's creation of the entry, or an interface it does not know yet. NOEXIST: if
-            // another CPU created it meanwhile, keep theirs.
-            let _ = TRAFFIC.insert(key, TrafficCounters::zeroed(), u64::from(BPF_NOEXIST));
-            match TRAFFIC.get_ptr_mut(key) {
-                Some(counters) => counters,
-                None => {
-                    count(COUNTER_TRAFFIC_MAP_FULL);
-                    return;
-                }
-            }
-        }
+    let Some(counters) = TRAFFIC.get_ptr_mut(key) else {
+        count(COUNTER_TRAFFIC_NO_ENTRY);
+        return;
     };
     let proto = protocol(ctx);
     let len = u64::from(ctx.len());

@@ -102,7 +102,10 @@ impl Agent {
             }
             None => tokio::process::Command::new(netns::cli_path()),
         };
-        command.args(&self.args).env("RUST_LOG", "info").kill_on_drop(true);
+        command
+            .args(&self.args)
+            .env("RUST_LOG", std::env::var("NSM_AGENT_LOG").unwrap_or_else(|_| "info".to_owned()))
+            .kill_on_drop(true);
         let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start the agent");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::clone(&self.log);

@@ -87,6 +87,9 @@ pub struct Agent {
     /// A path that led to each namespace at the last scan, to enter it again without a rescan.
     paths: HashMap<u32, PathBuf>,
     own_netns: u32,
+    /// When a link notification last sent the agent scanning for a netns id it did not know (see
+    /// [`Agent::resolve_nsid`]).
+    last_resolve: Option<std::time::Instant>,
 }
 
 impl Agent {
@@ -137,6 +140,7 @@ impl Agent {
             looped,
             paths: HashMap::new(),
             own_netns,
+            last_resolve: None,
         };
         agent.sync_untracked(0);
         agent.rescan(inventory);
@@ -217,6 +221,7 @@ impl Agent {
                     })
                     .await;
                 self.sync_untracked(before);
+                self.forget_gone();
                 if let Some(file) = opened {
                     self.attach_all_in(inode, &file);
                     self.publish();
@@ -235,17 +240,74 @@ impl Agent {
         self.publish();
     }
 
-    async fn on_link(&mut self, change: LinkEvent) {
-        let netns = |tracker: &Tracker, own: u32, nsid: Option<i32>| match nsid {
-            None => Some(own),
-            Some(id) => tracker.inode_of(id),
+    /// Namespaces the tracker found dead while tracking others: forgotten before anything is attached in a new
+    /// namespace that may have the inode of one of them.
+    fn forget_gone(&mut self) {
+        for inode in self.tracker.take_gone() {
+            self.on_destroyed(inode);
+        }
+    }
+
+    /// The namespace of a link notification: the agent's own, or the one with netns id `nsid`.
+    async fn netns_of(&mut self, nsid: Option<i32>) -> Option<u32> {
+        let Some(id) = nsid else { return Some(self.own_netns) };
+        match self.tracker.inode_of(id) {
+            Some(inode) => Some(inode),
+            None => self.resolve_nsid(id).await,
+        }
+    }
+
+    /// A link notification can be read before the creation event of its namespace (they come through different
+    /// channels), and the kernel gives a namespace an id when a veth's peer is put there: scan for namespaces not
+    /// tracked yet and track them. At most once a second, so that notifications from namespaces userspace cannot
+    /// reach (which the scan will not find) cannot make the agent scan in a loop.
+    async fn resolve_nsid(&mut self, nsid: i32) -> Option<u32> {
+        if self.last_resolve.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(1)) {
+            tracing::debug!(nsid, "link notification from a namespace the agent does not know");
+            return None;
+        }
+        self.last_resolve = Some(std::time::Instant::now());
+        let inventory = match Inventory::scan(&ScanOptions { fds: true }) {
+            Ok(inventory) => inventory,
+            Err(err) => {
+                tracing::warn!(error = %error_chain(&err), "rescan failed");
+                return None;
+            }
         };
+        let mut found = Vec::new();
+        for ns in inventory.namespaces.values() {
+            if ns.inode == self.own_netns || self.tracker.nsid_of(ns.inode).is_some() {
+                continue;
+            }
+            if let Some(file) = ns.open() {
+                let before = self.tracker.untracked();
+                if let Some(file) = self.tracker.track_file(ns.inode, file).await {
+                    found.push((ns.inode, file));
+                }
+                self.sync_untracked(before);
+            }
+        }
+        self.forget_gone();
+        for (inode, file) in &found {
+            if let Some(path) = inventory.get(*inode).and_then(|ns| ns.open_path()) {
+                self.paths.insert(*inode, path);
+            }
+            self.attach_all_in(*inode, file);
+        }
+        if !found.is_empty() {
+            self.publish();
+        }
+        let inode = self.tracker.inode_of(nsid);
+        if inode.is_none() {
+            tracing::debug!(nsid, "link notification from a namespace the agent cannot find");
+        }
+        inode
+    }
+
+    async fn on_link(&mut self, change: LinkEvent) {
         match change {
             LinkEvent::Veth { nsid, veth } => {
-                let Some(inode) = netns(&self.tracker, self.own_netns, nsid) else {
-                    tracing::debug!(?nsid, "link notification from a namespace the agent does not know");
-                    return;
-                };
+                let Some(inode) = self.netns_of(nsid).await else { return };
                 let key = TrafficKey { netns: inode, ifindex: veth.ifindex };
                 if self.attachments.attached().get(&key).is_some_and(|a| a.name == veth.name) {
                     return;
@@ -257,7 +319,7 @@ impl Agent {
                 self.publish();
             }
             LinkEvent::Removed { nsid, ifindex } => {
-                let Some(inode) = netns(&self.tracker, self.own_netns, nsid) else { return };
+                let Some(inode) = nsid.map_or(Some(self.own_netns), |id| self.tracker.inode_of(id)) else { return };
                 let key = TrafficKey { netns: inode, ifindex };
                 if self.attachments.attached().contains_key(&key) {
                     if let Err(err) = self.attachments.remove(key) {
@@ -275,6 +337,7 @@ impl Agent {
                                 let before = self.tracker.untracked();
                                 self.tracker.track_file(ns.inode, file).await;
                                 self.sync_untracked(before);
+                                self.forget_gone();
                             }
                         }
                         self.rescan(inventory);

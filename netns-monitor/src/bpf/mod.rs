@@ -23,7 +23,7 @@ use aya::{
 use aya_log::EbpfLogger;
 use netns_monitor_common::counters::{
     COUNTER_LOST_EVENTS, COUNTER_PENDING_FAILED, COUNTER_READ_ERRORS, COUNTER_RINGBUF_HIGH_WATER, COUNTER_SLOTS,
-    COUNTER_TRAFFIC_MAP_FULL, COUNTER_TRAFFIC_UNKNOWN_NETNS,
+    COUNTER_TRAFFIC_NO_ENTRY, COUNTER_TRAFFIC_UNKNOWN_NETNS,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -213,8 +213,8 @@ pub struct KernelCounters {
     pub read_errors: u64,
     /// Packets a classifier could not attribute to a namespace (not counted).
     pub traffic_unknown_netns: u64,
-    /// Packets a classifier could not count because the traffic map was full.
-    pub traffic_map_full: u64,
+    /// Packets of interfaces whose counters were already removed (their namespace was being torn down).
+    pub traffic_no_entry: u64,
     /// Highest number of unconsumed bytes in the ring buffer at any submit since the last reset (max over CPUs).
     pub ringbuf_high_water: u64,
 }
@@ -473,7 +473,7 @@ impl Probes {
             pending_failed: totals[COUNTER_PENDING_FAILED as usize],
             read_errors: totals[COUNTER_READ_ERRORS as usize],
             traffic_unknown_netns: totals[COUNTER_TRAFFIC_UNKNOWN_NETNS as usize],
-            traffic_map_full: totals[COUNTER_TRAFFIC_MAP_FULL as usize],
+            traffic_no_entry: totals[COUNTER_TRAFFIC_NO_ENTRY as usize],
             ringbuf_high_water: totals[COUNTER_RINGBUF_HIGH_WATER as usize],
         })
     }

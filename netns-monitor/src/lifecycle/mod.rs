@@ -53,8 +53,11 @@ pub struct Tracker {
     by_inode: HashMap<u32, i32>,
     own_inode: Option<u32>,
     untracked: u64,
-    /// Destroyed namespaces found by a resync, not returned yet.
+    /// Destroyed namespaces found by a resync or by an id's reuse, not returned yet.
     gone: VecDeque<u32>,
+    /// `RTM_DELNSID`s still on their way for ids the kernel already gave to a new namespace (see `track`): each
+    /// is about the namespace that had the id before, and must not untrack the new one.
+    stale_deletions: HashMap<i32, u32>,
     resyncs: u64,
 }
 
@@ -90,6 +93,7 @@ impl Tracker {
             own_inode,
             untracked: 0,
             gone: VecDeque::new(),
+            stale_deletions: HashMap::new(),
             resyncs: 0,
         };
         for ns in inventory.namespaces.values() {
@@ -124,19 +128,46 @@ impl Tracker {
     }
 
     async fn track(&mut self, inode: u32, file: Option<File>) -> Option<File> {
-        if Some(inode) == self.own_inode || self.by_inode.contains_key(&inode) {
+        if Some(inode) == self.own_inode {
             return file;
         }
+        let known = self.by_inode.get(&inode).copied();
         let Some(file) = file.filter(|f| f.metadata().is_ok_and(|m| m.ino() == u64::from(inode))) else {
-            self.untracked += 1;
-            tracing::debug!(inode, "namespace not reachable from userspace; its destruction will not be seen");
+            if known.is_none() {
+                self.untracked += 1;
+                tracing::debug!(inode, "namespace not reachable from userspace; its destruction will not be seen");
+            }
             return None;
         };
+        if let Some(old_id) = known {
+            // Inode numbers are reused as soon as a namespace is freed, which is after its RTM_DELNSID was sent
+            // but maybe before the agent read it: the namespace behind `file` may be a new one with a dead
+            // one's inode. The kernel's id for it tells.
+            match nsid::get(&mut self.handle, file.as_fd()).await {
+                Ok(Some(id)) if id == old_id => return Some(file),
+                Ok(_) => {
+                    self.by_id.remove(&old_id);
+                    self.by_inode.remove(&inode);
+                    self.gone.push_back(inode);
+                    *self.stale_deletions.entry(old_id).or_default() += 1;
+                }
+                Err(err) => {
+                    tracing::warn!(inode, error = %crate::bpf::error_chain(&err), "cannot read a netns id");
+                    return Some(file);
+                }
+            }
+        }
         match nsid::ensure(&mut self.handle, file.as_fd()).await {
             Ok(id) => {
-                // An id is reused once its namespace is gone: drop any stale mapping.
-                if let Some(old) = self.by_id.insert(id, inode) {
+                // The kernel frees a dying namespace's id before it sends the RTM_DELNSID, so a namespace created
+                // meanwhile can get the same id while that notification is still unread. The old namespace is
+                // gone (its id was free); its notification, when it comes, is not about this one.
+                if let Some(old) = self.by_id.insert(id, inode)
+                    && old != inode
+                {
                     self.by_inode.remove(&old);
+                    self.gone.push_back(old);
+                    *self.stale_deletions.entry(id).or_default() += 1;
                 }
                 self.by_inode.insert(inode, id);
             }
@@ -181,13 +212,25 @@ impl Tracker {
                 self.resync().await;
                 continue;
             }
-            if let Some(id) = nsid::deleted_id(&message)
-                && let Some(inode) = self.by_id.remove(&id)
-            {
+            let Some(id) = nsid::deleted_id(&message) else { continue };
+            if let Some(pending) = self.stale_deletions.get_mut(&id) {
+                *pending -= 1;
+                if *pending == 0 {
+                    self.stale_deletions.remove(&id);
+                }
+                continue;
+            }
+            if let Some(inode) = self.by_id.remove(&id) {
                 self.by_inode.remove(&inode);
                 return Some(inode);
             }
         }
+    }
+
+    /// Namespaces found dead while tracking others (their ids or inodes were reused), for the caller to forget
+    /// before it looks at what it just tracked: a new namespace may have the inode of one of them.
+    pub fn take_gone(&mut self) -> VecDeque<u32> {
+        std::mem::take(&mut self.gone)
     }
 
     /// How many times notifications were lost and the tracker resynchronised with the kernel.
@@ -198,6 +241,8 @@ impl Tracker {
     /// After lost notifications: every tracked namespace whose id the kernel no longer has is gone.
     async fn resync(&mut self) {
         self.resyncs += 1;
+        // Some of the notifications still expected may be among the lost ones; the dump below is the truth.
+        self.stale_deletions.clear();
         let alive = match nsid::dump(&mut self.handle).await {
             Ok(alive) => alive,
             Err(err) => {
