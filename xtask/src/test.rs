@@ -33,6 +33,9 @@ pub fn test(args: &TestArgs) -> anyhow::Result<()> {
     if !args.no_lint {
         lint::lint()?;
     }
+    // Thousands of namespaces left by a benchmark that was killed make every agent the tests start scan and
+    // attach to all of them; only what dead runs left is removed.
+    crate::bench::remove_leftovers();
     let mut test = cargo();
     test.args(["test", "--workspace", "--exclude", "netns-monitor-ebpf", "--no-fail-fast"]);
     if !args.rest.is_empty() {

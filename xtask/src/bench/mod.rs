@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail, ensure};
 use clap::Subcommand;
 
+pub use self::fixture::remove_leftovers;
 use self::report::{Machine, Report};
 use crate::{
     cmd::{self, cargo, workspace_root},
@@ -113,7 +114,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     };
     ensure!(binary.exists(), "{} does not exist", binary.display());
     fixture::install_interrupt_handler()?;
-    fixture::remove_leftovers();
+    remove_leftovers();
 
     let machine = Machine::detect(&binary);
     eprintln!("[bench] machine: {}", machine.summary());
@@ -127,7 +128,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let result = run(&mut ctx, args);
     ctx.report.wall_seconds = started.elapsed().as_secs_f64();
-    fixture::remove_leftovers();
+    remove_leftovers();
     // Whatever was measured is written, also when a later benchmark failed.
     let out = workspace_root().join("target/bench");
     let written = ctx.report.write(&out).context("cannot write the results");

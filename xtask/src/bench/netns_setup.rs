@@ -112,13 +112,22 @@ impl Target {
     }
 }
 
-/// Deletes every namespace (and so every veth pair) it was told about, on drop.
-struct Cleanup(Vec<String>);
+/// Deletes every namespace (and so every veth pair) it was told about, on drop, and waits until their
+/// host-side interfaces are gone: the kernel destroys a dead namespace's devices later, from a workqueue, and
+/// the next run reuses the names.
+struct Cleanup {
+    namespaces: Vec<String>,
+    host_interfaces: Vec<String>,
+}
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        eprintln!("[bench] removing {} namespaces", self.0.len());
-        fixture::delete_namespaces(&self.0);
+        eprintln!("[bench] removing {} namespaces", self.namespaces.len());
+        fixture::delete_namespaces(&self.namespaces);
+        let gone = |name: &String| !Path::new("/sys/class/net").join(name).exists();
+        if !fixture::wait_until(Duration::from_secs(120), || self.host_interfaces.iter().all(gone)) {
+            eprintln!("[bench] some host-side veth ends still exist after 120 s");
+        }
     }
 }
 
@@ -126,7 +135,7 @@ pub fn run(ctx: &mut Ctx, count: u32) -> anyhow::Result<()> {
     let binary = ctx.binary.clone();
     eprintln!("[bench] netns-setup: {count} namespaces per side, interleaved, binary {}", binary.display());
 
-    let mut cleanup = Cleanup(Vec::new());
+    let mut cleanup = Cleanup { namespaces: Vec::new(), host_interfaces: Vec::new() };
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     let started = Instant::now();
     for i in 0..count {
@@ -134,7 +143,8 @@ pub fn run(ctx: &mut Ctx, count: u32) -> anyhow::Result<()> {
         let order = if i % 2 == 0 { [Side::Ours, Side::Iproute2] } else { [Side::Iproute2, Side::Ours] };
         for side in order {
             let target = Target::new(side, i);
-            cleanup.0.push(target.netns.clone());
+            cleanup.namespaces.push(target.netns.clone());
+            cleanup.host_interfaces.push(target.host_if.clone());
             let elapsed = time_commands(target.commands(side, &binary))
                 .with_context(|| format!("setting up {} with {side:?}", target.netns))?;
             match side {
