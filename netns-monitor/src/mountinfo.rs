@@ -67,8 +67,16 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
-            let value = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+        let escape = (bytes[i] == b'\\' && i + 3 < bytes.len())
+            .then(|| {
+                bytes[i + 1..i + 4]
+                    .iter()
+                    .try_fold(0u32, |v, b| (b'0'..=b'7').contains(b).then(|| v * 8 + u32::from(b - b'0')))
+            })
+            .flatten()
+            // `\ooo` above `\377` is not a byte (and overflowed u8 arithmetic: found by `cargo xtask fuzz`).
+            .and_then(|v| u8::try_from(v).ok());
+        if let Some(value) = escape {
             out.push(value);
             i += 4;
         } else {
@@ -84,6 +92,14 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+
+    #[test]
+    fn escapes_above_a_byte_stay_literal() {
+        // The fuzz crash (fuzz/seeds/mountinfo/regression-escape-overflow).
+        assert_eq!(unescape("/m\\777x"), "/m\\777x");
+        assert_eq!(unescape("/m\\377"), String::from_utf8_lossy(&[b'/', b'm', 0xff]));
+        assert_eq!(unescape("\\04"), "\\04");
+    }
 
     #[test]
     fn parses_fields_and_escapes() {

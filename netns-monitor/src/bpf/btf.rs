@@ -227,7 +227,9 @@ impl Btf {
             if member.bitfield_size != 0 {
                 return Err(BtfError::BitField { ty: type_name, member: part.to_owned() });
             }
-            total_bits += bits;
+            total_bits = total_bits
+                .checked_add(bits)
+                .ok_or_else(|| BtfError::Malformed(format!("{name}.{path} lies beyond 4 Gbit")))?;
             if parts.peek().is_some() {
                 let (next_id, next) = self.resolve(member.type_id)?;
                 if !matches!(next.kind, Kind::Struct | Kind::Union) {
@@ -251,14 +253,33 @@ impl Btf {
     /// Finds member `name` in struct/union `id`, descending into anonymous members; returns its bit offset
     /// from the start of `id`.
     fn find_member(&self, id: u32, name: &str) -> Result<Option<(u32, Member)>, BtfError> {
+        self.find_member_in(id, name, &mut std::collections::HashSet::new())
+    }
+
+    /// [`Self::find_member`], skipping aggregates already searched: a malformed blob can make anonymous members
+    /// refer back to their container (endless recursion) or to one aggregate many times over (exponential
+    /// time); both found by `cargo xtask fuzz`. A well-formed one never needs a second visit.
+    fn find_member_in(
+        &self,
+        id: u32,
+        name: &str,
+        searched: &mut std::collections::HashSet<u32>,
+    ) -> Result<Option<(u32, Member)>, BtfError> {
+        if !searched.insert(id) {
+            return Ok(None);
+        }
         let ty = self.ty(id)?;
         for member in &self.members[ty.members.clone()] {
             if member.name_off == 0 {
                 let (inner_id, inner) = self.resolve(member.type_id)?;
                 if matches!(inner.kind, Kind::Struct | Kind::Union)
-                    && let Some((bits, found)) = self.find_member(inner_id, name)?
+                    && let Some((bits, found)) = self.find_member_in(inner_id, name, searched)?
                 {
-                    return Ok(Some((member.bit_offset + bits, found)));
+                    // Offsets that overflow were found by `cargo xtask fuzz`; a real kernel's never do.
+                    let bits = member.bit_offset.checked_add(bits).ok_or_else(|| {
+                        BtfError::Malformed(format!("member {name:?} of type {id} lies beyond 4 Gbit"))
+                    })?;
+                    return Ok(Some((bits, found)));
                 }
             } else if self.string(member.name_off)? == name {
                 return Ok(Some((member.bit_offset, *member)));
@@ -314,6 +335,47 @@ mod tests {
         assert_eq!(btf.member_offset("outer", "in.c").unwrap(), 12);
         assert_eq!(btf.member_offset("outer", "t.b").unwrap(), 20, "typedefs are followed");
         assert_eq!(btf.struct_size("outer").unwrap(), 24);
+    }
+
+    #[test]
+    fn anonymous_members_referring_back_end_the_search() {
+        // The fuzz crash (fuzz/seeds/btf/regression-anonymous-cycle): `struct s { <anonymous> of type s; }`
+        // recursed without end.
+        let strings = b"\0s\0a\0";
+        let mut blob = Vec::new();
+        blob.extend_from_slice(&BTF_MAGIC.to_le_bytes());
+        blob.extend_from_slice(&[1, 0]);
+        let types: Vec<u8> = [1u32, (4 << 24) | 1, 4, 0, 1, 0].iter().flat_map(|w| w.to_le_bytes()).collect();
+        for word in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+            blob.extend_from_slice(&word.to_le_bytes());
+        }
+        blob.extend_from_slice(&types);
+        blob.extend_from_slice(strings);
+        let btf = Btf::parse(&blob).unwrap();
+        assert!(matches!(btf.member_offset("s", "a"), Err(BtfError::NoSuchMember { .. })));
+    }
+
+    #[test]
+    fn offsets_beyond_u32_are_malformed() {
+        // The fuzz crash (fuzz/seeds/btf/regression-offset-overflow): `struct s { <anonymous struct t> at bit
+        // 0xffff_fff0; }`, `struct t { a at bit 0x100; }` overflowed the sum.
+        let strings = b"\0s\0a\0t\0";
+        let mut blob = Vec::new();
+        blob.extend_from_slice(&BTF_MAGIC.to_le_bytes());
+        blob.extend_from_slice(&[1, 0]);
+        let words = [1u32, (4 << 24) | 1, 4, 0, 2, 0xffff_fff0, 5, (4 << 24) | 1, 4, 3, 2, 0x100];
+        let types: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        for word in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+            blob.extend_from_slice(&word.to_le_bytes());
+        }
+        blob.extend_from_slice(&types);
+        blob.extend_from_slice(strings);
+        let btf = Btf::parse(&blob).unwrap();
+        assert!(
+            matches!(btf.member_offset("s", "a"), Err(BtfError::Malformed(_))),
+            "{:?}",
+            btf.member_offset("s", "a")
+        );
     }
 
     #[test]

@@ -216,9 +216,10 @@ impl Event {
         (self.old_ns[ty.index()], self.new_ns[ty.index()])
     }
 
-    /// The errno of a failed call.
+    /// The errno of a failed call: the kernel returns `-errno`, errno in 1..=4095 (`MAX_ERRNO`); no other value
+    /// is an error code (and negating `i64::MIN` would overflow: found by `cargo xtask fuzz`).
     pub fn errno(&self) -> Option<i32> {
-        (self.syscall().is_some() && self.ret < 0).then(|| (-self.ret) as i32)
+        (self.syscall().is_some() && (-4095..0).contains(&self.ret)).then(|| (-self.ret) as i32)
     }
 }
 
@@ -282,6 +283,18 @@ mod tests {
         assert_eq!(event.changed().collect::<Vec<_>>(), vec![NsType::Net]);
         assert_eq!(event.ns(NsType::Net), (1, 2));
         assert_eq!(event.child, None);
+    }
+
+    #[test]
+    fn errno_only_for_kernel_error_codes() {
+        let mut raw = raw_setns();
+        raw.ret = -9;
+        assert_eq!(Event::decode(&bytes(&raw)).unwrap().errno(), Some(9));
+        // The fuzz crash (fuzz/seeds/event_decode/regression-ret-i64-min): ret = i64::MIN.
+        for ret in [i64::MIN, -4096, 0, 5] {
+            raw.ret = ret;
+            assert_eq!(Event::decode(&bytes(&raw)).unwrap().errno(), None, "ret {ret}");
+        }
     }
 
     #[test]
