@@ -315,15 +315,24 @@ mod tests {
         push(&[s("long"), 1 << 24, 8, 64]);
         // 6: struct outer { long x; struct inner in; inner_t t; }
         push(&[s("outer"), (4 << 24) | 3, 24, s("x"), 5, 0, s("in"), 3, 64, s("t"), 4, 128]);
+        blob(&types, &strings)
+    }
+
+    /// A BTF blob: header, `types` (encoded type records), `strings`.
+    fn blob(types: &[u8], strings: &[u8]) -> Vec<u8> {
         let mut blob = Vec::new();
         blob.extend_from_slice(&BTF_MAGIC.to_le_bytes());
         blob.extend_from_slice(&[1, 0]);
         for word in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
             blob.extend_from_slice(&word.to_le_bytes());
         }
-        blob.extend_from_slice(&types);
-        blob.extend_from_slice(&strings);
+        blob.extend_from_slice(types);
+        blob.extend_from_slice(strings);
         blob
+    }
+
+    fn words(words: &[u32]) -> Vec<u8> {
+        words.iter().flat_map(|w| w.to_le_bytes()).collect()
     }
 
     #[test]
@@ -341,17 +350,7 @@ mod tests {
     fn anonymous_members_referring_back_end_the_search() {
         // The fuzz crash (fuzz/seeds/btf/regression-anonymous-cycle): `struct s { <anonymous> of type s; }`
         // recursed without end.
-        let strings = b"\0s\0a\0";
-        let mut blob = Vec::new();
-        blob.extend_from_slice(&BTF_MAGIC.to_le_bytes());
-        blob.extend_from_slice(&[1, 0]);
-        let types: Vec<u8> = [1u32, (4 << 24) | 1, 4, 0, 1, 0].iter().flat_map(|w| w.to_le_bytes()).collect();
-        for word in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
-            blob.extend_from_slice(&word.to_le_bytes());
-        }
-        blob.extend_from_slice(&types);
-        blob.extend_from_slice(strings);
-        let btf = Btf::parse(&blob).unwrap();
+        let btf = Btf::parse(&blob(&words(&[1, (4 << 24) | 1, 4, 0, 1, 0]), b"\0s\0a\0")).unwrap();
         assert!(matches!(btf.member_offset("s", "a"), Err(BtfError::NoSuchMember { .. })));
     }
 
@@ -359,18 +358,8 @@ mod tests {
     fn offsets_beyond_u32_are_malformed() {
         // The fuzz crash (fuzz/seeds/btf/regression-offset-overflow): `struct s { <anonymous struct t> at bit
         // 0xffff_fff0; }`, `struct t { a at bit 0x100; }` overflowed the sum.
-        let strings = b"\0s\0a\0t\0";
-        let mut blob = Vec::new();
-        blob.extend_from_slice(&BTF_MAGIC.to_le_bytes());
-        blob.extend_from_slice(&[1, 0]);
-        let words = [1u32, (4 << 24) | 1, 4, 0, 2, 0xffff_fff0, 5, (4 << 24) | 1, 4, 3, 2, 0x100];
-        let types: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-        for word in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
-            blob.extend_from_slice(&word.to_le_bytes());
-        }
-        blob.extend_from_slice(&types);
-        blob.extend_from_slice(strings);
-        let btf = Btf::parse(&blob).unwrap();
+        let types = words(&[1, (4 << 24) | 1, 4, 0, 2, 0xffff_fff0, 5, (4 << 24) | 1, 4, 3, 2, 0x100]);
+        let btf = Btf::parse(&blob(&types, b"\0s\0a\0t\0")).unwrap();
         assert!(
             matches!(btf.member_offset("s", "a"), Err(BtfError::Malformed(_))),
             "{:?}",
