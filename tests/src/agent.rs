@@ -153,7 +153,7 @@ pub fn agent_stats(interface: &Value) -> [u64; 4] {
 /// Two named namespaces A and B, IPv6 off (no spontaneous traffic), and a veth between them: `va` in A with
 /// NET.1, `vb` in B with NET.2. Made after the agent started, with the product's own CLI.
 pub struct VethPair {
-    _guard: netns::NetnsGuard,
+    _guards: (netns::NetnsGuard, netns::NetnsGuard),
     pub a: String,
     pub b: String,
     pub va: String,
@@ -167,8 +167,7 @@ impl VethPair {
     pub fn new(index: u8) -> Self {
         let (a, b) = (unique_name("nsm-ta"), unique_name("nsm-tb"));
         let (va, vb) = (unique_name("va"), unique_name("vb"));
-        let guard = netns::NetnsGuard::new(&a);
-        let _guard_b = netns::NetnsGuard::new(&b);
+        let guards = (netns::NetnsGuard::new(&a), netns::NetnsGuard::new(&b));
         netns::ok(&["add", &a]);
         netns::ok(&["add", &b]);
         for ns in [&a, &b] {
@@ -176,32 +175,12 @@ impl VethPair {
             netns::sh_ok("ip", &["netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
         }
         let net = netns::subnet(index);
-        netns::ok(&[
-            "veth",
-            "add",
-            &va,
-            &vb,
-            "--host-netns",
-            &a,
-            "--netns",
-            &b,
-            "--address",
-            &format!("{net}.1/24"),
-            "--peer-address",
-            &format!("{net}.2/24"),
-        ]);
-        std::mem::forget(_guard_b);
-        Self { _guard: guard, a, b, va, vb, net }
+        netns::veth_between(&a, &va, &b, &vb, &net);
+        Self { _guards: guards, a, b, va, vb, net }
     }
 
     /// The inode of namespace `ns` (`self.a` or `self.b`).
     pub fn inode(&self, ns: &str) -> u32 {
         crate::inode(format!("/run/netns/{ns}"))
-    }
-}
-
-impl Drop for VethPair {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["netns", "del", &self.b]).status();
     }
 }

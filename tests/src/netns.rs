@@ -210,6 +210,26 @@ pub fn subnet(index: u8) -> String {
     format!("10.{}.{index}", 100 + std::process::id() % 150)
 }
 
+/// Joins existing named namespaces `a` and `b` with a veth made by the CLI under test: `va` in `a` with
+/// `NET.1/24`, `vb` in `b` with `NET.2/24` (`net` as from [`subnet`]).
+pub fn veth_between(a: &str, va: &str, b: &str, vb: &str, net: &str) {
+    let (address, peer_address) = (format!("{net}.1/24"), format!("{net}.2/24"));
+    ok(&[
+        "veth",
+        "add",
+        va,
+        vb,
+        "--host-netns",
+        a,
+        "--netns",
+        b,
+        "--address",
+        &address,
+        "--peer-address",
+        &peer_address,
+    ]);
+}
+
 /// A TCP port unlikely to be used by anything else: 20000 + a process-derived offset + `index`.
 pub fn port(index: u16) -> u16 {
     20_000 + (std::process::id() % 400) as u16 * 100 + index

@@ -343,24 +343,11 @@ fn every_dashboard_query_returns_data_from_a_live_agent() {
     let (a, b) = (unique_name("nsm-da"), unique_name("nsm-db"));
     let _guards = (NetnsGuard::new(&a), NetnsGuard::new(&b));
     let net = netns::subnet(60);
-    let (a_ip, b_ip) = (format!("{net}.1"), format!("{net}.2"));
+    let b_ip = format!("{net}.2");
     ok(&["add", &a]);
     ok(&["add", &b]);
     let (va, vb) = (unique_name("da"), unique_name("db"));
-    ok(&[
-        "veth",
-        "add",
-        &va,
-        &vb,
-        "--host-netns",
-        &a,
-        "--netns",
-        &b,
-        "--address",
-        &format!("{a_ip}/24"),
-        "--peer-address",
-        &format!("{b_ip}/24"),
-    ]);
+    netns::veth_between(&a, &va, &b, &vb, &net);
     let c = unique_name("nsm-dc");
     let _guard_c = NetnsGuard::new(&c);
     ok(&["add", &c]);

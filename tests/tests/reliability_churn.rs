@@ -106,20 +106,7 @@ async fn churn_leaves_nothing_behind() {
         let _guards = (NetnsGuard::new(&a), NetnsGuard::new(&b));
         netns::ok(&["add", &a]);
         netns::ok(&["add", &b]);
-        netns::ok(&[
-            "veth",
-            "add",
-            &va,
-            &vb,
-            "--host-netns",
-            &a,
-            "--netns",
-            &b,
-            "--address",
-            &format!("{net}.1/24"),
-            "--peer-address",
-            &format!("{net}.2/24"),
-        ]);
+        netns::veth_between(&a, &va, &b, &vb, &net);
         let (ia, ib) = (
             netns_monitor_tests::inode(format!("/run/netns/{a}")),
             netns_monitor_tests::inode(format!("/run/netns/{b}")),

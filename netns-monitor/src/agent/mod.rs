@@ -248,13 +248,35 @@ impl Agent {
         }
     }
 
-    /// The namespace of a link notification: the agent's own, or the one with netns id `nsid`.
+    /// The namespace of a link notification, if the agent knows it: its own, or the one with netns id `nsid`.
+    fn known_netns(&self, nsid: Option<i32>) -> Option<u32> {
+        nsid.map_or(Some(self.own_netns), |id| self.tracker.inode_of(id))
+    }
+
+    /// [`Self::known_netns`], else looked for (see [`Self::resolve_nsid`]).
     async fn netns_of(&mut self, nsid: Option<i32>) -> Option<u32> {
-        let Some(id) = nsid else { return Some(self.own_netns) };
-        match self.tracker.inode_of(id) {
-            Some(inode) => Some(inode),
-            None => self.resolve_nsid(id).await,
+        match (self.known_netns(nsid), nsid) {
+            (None, Some(id)) => self.resolve_nsid(id).await,
+            (known, _) => known,
         }
+    }
+
+    /// Tracks every namespace in `inventory` the tracker does not know yet; returns those, opened.
+    async fn track_new(&mut self, inventory: &Inventory) -> Vec<(u32, File)> {
+        let mut found = Vec::new();
+        for ns in inventory.namespaces.values() {
+            if ns.inode == self.own_netns || self.tracker.nsid_of(ns.inode).is_some() {
+                continue;
+            }
+            let Some(file) = ns.open() else { continue };
+            let before = self.tracker.untracked();
+            if let Some(file) = self.tracker.track_file(ns.inode, file).await {
+                found.push((ns.inode, file));
+            }
+            self.sync_untracked(before);
+        }
+        self.forget_gone();
+        found
     }
 
     /// A link notification can be read before the creation event of its namespace (they come through different
@@ -274,20 +296,7 @@ impl Agent {
                 return None;
             }
         };
-        let mut found = Vec::new();
-        for ns in inventory.namespaces.values() {
-            if ns.inode == self.own_netns || self.tracker.nsid_of(ns.inode).is_some() {
-                continue;
-            }
-            if let Some(file) = ns.open() {
-                let before = self.tracker.untracked();
-                if let Some(file) = self.tracker.track_file(ns.inode, file).await {
-                    found.push((ns.inode, file));
-                }
-                self.sync_untracked(before);
-            }
-        }
-        self.forget_gone();
+        let found = self.track_new(&inventory).await;
         for (inode, file) in &found {
             if let Some(path) = inventory.get(*inode).and_then(|ns| ns.open_path()) {
                 self.paths.insert(*inode, path);
@@ -319,7 +328,7 @@ impl Agent {
                 self.publish();
             }
             LinkEvent::Removed { nsid, ifindex } => {
-                let Some(inode) = nsid.map_or(Some(self.own_netns), |id| self.tracker.inode_of(id)) else { return };
+                let Some(inode) = self.known_netns(nsid) else { return };
                 let key = TrafficKey { netns: inode, ifindex };
                 if self.attachments.attached().contains_key(&key) {
                     if let Err(err) = self.attachments.remove(key) {
@@ -332,14 +341,7 @@ impl Agent {
                 tracing::warn!("link notifications were lost; rescanning every namespace");
                 match Inventory::scan(&ScanOptions { fds: true }) {
                     Ok(inventory) => {
-                        for ns in inventory.namespaces.values() {
-                            if let Some(file) = ns.open() {
-                                let before = self.tracker.untracked();
-                                self.tracker.track_file(ns.inode, file).await;
-                                self.sync_untracked(before);
-                                self.forget_gone();
-                            }
-                        }
+                        self.track_new(&inventory).await;
                         self.rescan(inventory);
                         self.publish();
                     }
