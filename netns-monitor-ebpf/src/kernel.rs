@@ -44,6 +44,55 @@ pub fn read<T>(base: *const u8, offset: u32) -> Option<T> {
     }
 }
 
+/// A batch of reads that do not branch on their own failure: a failed read leaves zero (the helper zeroes its
+/// destination), and the batch counts one read error at the end ([`Reads::finish`]). On 5.10 and 6.1 the
+/// verifier walked every per-read error branch (a map lookup each) of the enter programs for seconds; one
+/// branch per batch keeps that walk short.
+pub struct Reads {
+    failed: i64,
+}
+
+impl Reads {
+    #[inline(always)]
+    pub const fn new() -> Self {
+        Self { failed: 0 }
+    }
+
+    /// Reads a `T` at `base + offset`; zero when `base` is null, the offset unknown or the read fails.
+    #[inline(always)]
+    pub fn get<T: Copy>(&mut self, base: *const u8, offset: u32) -> T {
+        // An unknown offset reads address 0, which fails like any bad address: no branch of its own.
+        let address = if offset == UNAVAILABLE { 0 } else { (base as usize).wrapping_add(offset as usize) };
+        let mut value = core::mem::MaybeUninit::<T>::uninit();
+        // SAFETY: bpf_probe_read_kernel copes with any source address (it faults safely and zeroes `value` on
+        // failure), and `value` has room for size_of::<T>() bytes.
+        let ret = unsafe {
+            aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+                value.as_mut_ptr().cast(),
+                size_of::<T>() as u32,
+                address as *const core::ffi::c_void,
+            )
+        };
+        self.failed |= ret;
+        // SAFETY: the helper wrote all of `value`: the data on success, zeroes on failure.
+        unsafe { value.assume_init() }
+    }
+
+    /// Inode of one namespace struct (`ns.inum` at the type's offset), 0 when it cannot be read.
+    #[inline(always)]
+    pub fn inum(&mut self, ns: *const u8, index: usize) -> u32 {
+        self.get::<u32>(ns, offset!(ns_inum[index]))
+    }
+
+    /// Counts one read error if any read of the batch failed.
+    #[inline(always)]
+    pub fn finish(self) {
+        if self.failed != 0 {
+            count(COUNTER_READ_ERRORS);
+        }
+    }
+}
+
 /// Inode of one namespace struct (`ns.inum` at the type's offset).
 #[inline(always)]
 pub fn inum(ns: *const u8, index: usize) -> u32 {

@@ -18,7 +18,7 @@ use netns_monitor_common::{
 };
 
 use crate::{
-    kernel::{inum, read},
+    kernel::{Reads, read},
     offset,
 };
 
@@ -47,38 +47,39 @@ pub fn tid(task: *const u8) -> u32 {
     read::<i32>(task, offset!(task_pid)).map_or(0, |v| v as u32)
 }
 
-/// Fills `out` with the inode of each namespace type of `task`, 0 where it cannot be read.
+/// Fills `out` with the inode of each namespace type of `task`, 0 where it cannot be read (one read error is
+/// counted for the lot).
 #[inline(always)]
 pub fn namespaces(task: *const u8, out: &mut [u32; NS_COUNT]) {
-    let nsproxy = read::<*const u8>(task, offset!(task_nsproxy)).unwrap_or(ptr::null());
+    let mut reads = Reads::new();
     // A task that is exiting has no nsproxy any more; everything below then reads as 0.
+    let nsproxy = reads.get::<*const u8>(task, offset!(task_nsproxy));
     let mut index = 0;
     while index < NS_COUNT {
         if index != NS_PID && index != NS_USER {
-            let member = read::<*const u8>(nsproxy, offset!(nsproxy_member[index])).unwrap_or(ptr::null());
-            out[index] = inum(member, index);
+            let member = reads.get::<*const u8>(nsproxy, offset!(nsproxy_member[index]));
+            out[index] = reads.inum(member, index);
         }
         index += 1;
     }
-    out[NS_PID] = active_pid_ns(task);
-    let cred = read::<*const u8>(task, offset!(task_real_cred)).unwrap_or(ptr::null());
-    let user_ns = read::<*const u8>(cred, offset!(cred_user_ns)).unwrap_or(ptr::null());
-    out[NS_USER] = inum(user_ns, NS_USER);
+    out[NS_PID] = active_pid_ns(task, &mut reads);
+    let cred = reads.get::<*const u8>(task, offset!(task_real_cred));
+    let user_ns = reads.get::<*const u8>(cred, offset!(cred_user_ns));
+    out[NS_USER] = reads.inum(user_ns, NS_USER);
+    reads.finish();
 }
 
 /// Inode of `task_active_pid_ns(task)`: `thread_pid->numbers[thread_pid->level].ns`.
 #[inline(always)]
-fn active_pid_ns(task: *const u8) -> u32 {
-    let pid = read::<*const u8>(task, offset!(task_thread_pid)).unwrap_or(ptr::null());
-    let Some(level) = read::<u32>(pid, offset!(pid_level)) else {
-        return 0;
-    };
+fn active_pid_ns(task: *const u8, reads: &mut Reads) -> u32 {
+    let pid = reads.get::<*const u8>(task, offset!(task_thread_pid));
+    let level = reads.get::<u32>(pid, offset!(pid_level));
     let (numbers, upid_size, upid_ns) = (offset!(pid_numbers), offset!(upid_size), offset!(upid_ns));
     if numbers == UNAVAILABLE || upid_size == UNAVAILABLE || upid_ns == UNAVAILABLE {
         return 0;
     }
     // level <= MAX_PID_NS_LEVEL (32), so this cannot overflow; wrapping keeps the verifier's job simple.
     let upid = numbers.wrapping_add(level.wrapping_mul(upid_size)).wrapping_add(upid_ns);
-    let ns = read::<*const u8>(pid, upid).unwrap_or(ptr::null());
-    inum(ns, NS_PID)
+    let ns = reads.get::<*const u8>(pid, upid);
+    reads.inum(ns, NS_PID)
 }

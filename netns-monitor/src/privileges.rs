@@ -72,6 +72,7 @@ pub const CAP_NET_BROADCAST: Capability = Capability(11);
 pub const CAP_NET_ADMIN: Capability = Capability(12);
 pub const CAP_SYS_PTRACE: Capability = Capability(19);
 pub const CAP_SYS_ADMIN: Capability = Capability(21);
+pub const CAP_SYS_RESOURCE: Capability = Capability(24);
 pub const CAP_PERFMON: Capability = Capability(38);
 pub const CAP_BPF: Capability = Capability(39);
 
@@ -170,6 +171,15 @@ pub const AGENT_OPTIONAL: &[Need] = &[Need {
     cap: CAP_DAC_READ_SEARCH,
     why: "read /proc/PID/fd of other users' processes, to find namespaces held only by an open file descriptor",
 }];
+
+/// Used, when held, before anything else and never kept: kernels before 5.11 charge BPF maps to
+/// RLIMIT_MEMLOCK (64 KiB by default there), which the agent raises first (`bpf::memlock`). Where the limit can be
+/// set from outside (systemd's `LimitMEMLOCK=infinity`) it is not needed; a Kubernetes pod cannot set rlimits,
+/// so the DaemonSet grants it.
+pub const AGENT_MEMLOCK: Need = Need {
+    cap: CAP_SYS_RESOURCE,
+    why: "raise RLIMIT_MEMLOCK before loading, on kernels before 5.11 (used first, then dropped)",
+};
 
 /// Capabilities only start-up needs, dropped once the programs are loaded and the endpoint is bound:
 /// `CAP_PERFMON` (see [`AGENT_REQUIRED`]), `CAP_NET_BIND_SERVICE` (only asked for with a `--listen` port below

@@ -230,3 +230,54 @@ impl TraceProcess {
         }
     }
 }
+
+/// Clones like fork (same stack, copy-on-write) with `flags`; the child waits on a pipe until the parent has
+/// read its /proc files, then exits. Returns (child pid, child's namespaces).
+pub fn clone_and_hold(clone3: bool, flags: u64) -> (u32, [u32; netns_monitor_common::ns::NS_COUNT]) {
+    let mut pipe = [0; 2];
+    // SAFETY: `pipe` has room for the two fds pipe2 writes.
+    assert_eq!(unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    let ret = if clone3 {
+        #[repr(C)]
+        #[derive(Default)]
+        struct CloneArgs {
+            flags: u64,
+            pidfd: u64,
+            child_tid: u64,
+            parent_tid: u64,
+            exit_signal: u64,
+            stack: u64,
+            stack_size: u64,
+            tls: u64,
+            set_tid: u64,
+            set_tid_size: u64,
+            cgroup: u64,
+        }
+        let args = CloneArgs { flags, exit_signal: libc::SIGCHLD as u64, ..CloneArgs::default() };
+        // SAFETY: clone3 with no stack behaves like fork; `args` is a valid clone_args of the size passed.
+        unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, size_of::<CloneArgs>()) }
+    } else {
+        // SAFETY: clone with newsp 0 behaves like fork (x86_64 order: flags, newsp, parent_tid, child_tid, tls).
+        unsafe { libc::syscall(libc::SYS_clone, flags | libc::SIGCHLD as u64, 0, 0, 0, 0) }
+    };
+    assert!(ret >= 0, "clone failed: {}", std::io::Error::last_os_error());
+    if ret == 0 {
+        // Child of a multi-threaded process: only async-signal-safe calls until _exit.
+        let mut byte = 0u8;
+        // SAFETY: plain read/close/_exit on fds this process owns.
+        unsafe {
+            libc::close(pipe[1]);
+            libc::read(pipe[0], (&raw mut byte).cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    let child = ret as u32;
+    let namespaces = namespaces_of(&child.to_string());
+    // SAFETY: closing our own pipe fds releases the child (its read returns 0); waitpid reaps it.
+    unsafe {
+        libc::close(pipe[0]);
+        libc::close(pipe[1]);
+        libc::waitpid(child as i32, std::ptr::null_mut(), 0);
+    }
+    (child, namespaces)
+}

@@ -244,8 +244,11 @@ fn kubernetes_objects_fit_together() {
         .filter_map(Value::as_str)
         .collect();
     added.sort_unstable();
-    let expected: Vec<String> =
+    // A pod cannot set RLIMIT_MEMLOCK (the unit uses LimitMEMLOCK=infinity instead): the agent raises it itself.
+    let mut expected: Vec<String> =
         agent_capabilities().iter().map(|cap| cap.trim_start_matches("CAP_").to_owned()).collect();
+    expected.push(netns_monitor::privileges::AGENT_MEMLOCK.cap.name().trim_start_matches("CAP_").to_owned());
+    expected.sort_unstable();
     assert_eq!(added, expected, "exactly what the agent asks for (netns_monitor::privileges)");
     // The API server rejects allowPrivilegeEscalation: false together with CAP_SYS_ADMIN.
     assert_ne!(security["allowPrivilegeEscalation"], false);

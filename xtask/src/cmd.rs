@@ -45,6 +45,16 @@ pub fn workspace_root() -> PathBuf {
 pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(workspace_root());
+    // `cargo xtask` is `cargo run`, which gives us xtask's CARGO_MANIFEST_DIR and CARGO_PKG_*; passed on to
+    // this cargo, they reach ring's build, whose fingerprint tracks CARGO_MANIFEST_DIR: a build from here and
+    // one from a shell (or from another task) then each find ring changed and recompile everything above it
+    // (1.5 minutes).
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_") || key.starts_with("CARGO_MANIFEST_") {
+            cmd.env_remove(&*key);
+        }
+    }
     cmd
 }
 

@@ -7,6 +7,7 @@
 mod bench;
 mod cmd;
 mod fuzz;
+mod kernels;
 mod lint;
 mod run;
 mod setup;
@@ -40,6 +41,9 @@ enum Task {
     Bench(bench::BenchArgs),
     /// Run every cargo-fuzz target for a while (installs cargo-fuzz if missing); a crash fails it.
     Fuzz(fuzz::FuzzArgs),
+    /// Boot Debian's own cloud kernels (pinned in xtask/kernels.toml) under qemu with the release binaries and
+    /// run kernel-check in each. Writes target/kernels/results.{md,json}; fails when a check fails.
+    Kernels(kernels::KernelsArgs),
     /// The reliability tests at full size (20 restarts, 500 or --large 10,000 churn cycles, big floods), then
     /// the fuzz targets for a minute each. Needs root.
     Soak(soak::SoakArgs),
@@ -54,6 +58,7 @@ fn main() -> ExitCode {
         Task::Run(args) => run::run(&args),
         Task::Bench(args) => bench::bench(&args),
         Task::Fuzz(args) => fuzz::fuzz(&args).map(|_| ()),
+        Task::Kernels(args) => kernels::kernels(&args),
         Task::Soak(args) => soak::soak(&args),
     };
     match result {

@@ -19,7 +19,12 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the build needs.
 const BUILD_PACKAGES: &[&str] = &["llvm-22-dev"];
-/// Debian packages the test suite uses: oracles (`ip`, `nsenter`, `unshare`, `nft`, `setpriv` to start the
+/// Debian packages `cargo xtask kernels` uses (so the test suite too): qemu, the decompressors for the
+/// bzImage payloads (scripts/extract-vmlinux's list) and the modules (.ko.xz, .ko.zst), and Debian's archive
+/// keyring, which its private apt sources trust.
+pub(crate) const KERNELS_PACKAGES: &[&str] =
+    &["qemu-system-x86", "xz-utils", "zstd", "gzip", "lz4", "bzip2", "debian-archive-keyring"];
+/// Debian packages the test suite uses (besides [`KERNELS_PACKAGES`]): oracles (`ip`, `nsenter`, `unshare`, `nft`, `setpriv` to start the
 /// agent with chosen capabilities, and `bpftool` for the kernel's own list of BPF links, programs and maps);
 /// independent HTTP and TLS clients for the metrics endpoint (`curl`, and `openssl s_client`, which still
 /// speaks TLS 1.0/1.1); and for the monitoring and deployment files `prometheus` (the server and `promtool`),
@@ -48,6 +53,7 @@ pub fn setup(args: &SetupArgs) -> anyhow::Result<Vec<String>> {
     let mut packages: Vec<&str> = BUILD_PACKAGES.to_vec();
     if args.tests {
         packages.extend_from_slice(TEST_PACKAGES);
+        packages.extend_from_slice(KERNELS_PACKAGES);
     }
     installed.extend(ensure_debian_packages(&packages)?);
     installed.extend(ensure_nightly_rust_src()?);

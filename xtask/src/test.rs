@@ -1,4 +1,5 @@
-//! The whole test suite: set-up, lint, then every unit and privileged integration test.
+//! The whole test suite: set-up, lint, every unit and privileged integration test, then the kernel matrix
+//! (`cargo xtask kernels`: the release build in each of Debian's pinned kernels, under qemu).
 //!
 //! Privileged tests never skip: without root this fails up front with the reason.
 
@@ -8,7 +9,7 @@ use anyhow::bail;
 
 use crate::{
     cmd::{self, cargo},
-    lint, setup,
+    kernels, lint, setup,
 };
 
 #[derive(Debug, clap::Args)]
@@ -16,6 +17,10 @@ pub struct TestArgs {
     /// Skip fmt/clippy (they still run in CI).
     #[arg(long)]
     pub no_lint: bool,
+    /// Skip the kernel matrix (a few minutes per kernel under software emulation) for a quick local run; CI
+    /// runs it.
+    #[arg(long)]
+    pub no_kernels: bool,
     /// Arguments passed to `cargo test` after `--` (a test name filter, `--nocapture`, ...).
     #[arg(last = true)]
     pub rest: Vec<String>,
@@ -42,6 +47,9 @@ pub fn test(args: &TestArgs) -> anyhow::Result<()> {
         test.arg("--").args(&args.rest);
     }
     cmd::run(&mut test)?;
+    if !args.no_kernels {
+        kernels::kernels(&kernels::KernelsArgs::full_matrix())?;
+    }
     eprintln!("[test] all green in {:.0}s", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -607,7 +607,7 @@ fn write_samples(snapshot: &Snapshot, sorted: &Sorted<'_>, name: &str, samples: 
         }
         Samples::EventsLost => {
             if let Some((counters, _)) = &snapshot.kernel {
-                line_u64(out, name, "", None, counters.lost_events);
+                line_u64(out, name, "", None, counters.events_lost());
             }
         }
         Samples::RingbufSize => {
@@ -844,7 +844,7 @@ mod tests {
         }
         if let Some((counters, size)) = &snapshot.kernel {
             match samples {
-                Samples::EventsLost => set(&[], counters.lost_events as f64),
+                Samples::EventsLost => set(&[], counters.events_lost() as f64),
                 Samples::RingbufSize => set(&[], f64::from(*size)),
                 Samples::RingbufFill => set(&[], (counters.ringbuf_high_water as f64 / f64::from(*size)).min(1.0)),
                 _ => {}

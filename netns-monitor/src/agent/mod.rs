@@ -124,6 +124,12 @@ impl Agent {
         let tracker = Tracker::start(&inventory).await?;
         let own_netns = nsfs_inode(std::path::Path::new("/proc/self/ns/net")).unwrap_or_default();
         let attachments = Attachments::new(&probes)?;
+        if !crate::traffic::attach::tcx_available() {
+            tracing::info!(
+                "this kernel has no TCX (before 6.6): the classifiers are clsact/cls_bpf filters, which stay in the \
+                 kernel when the agent stops and are taken over in place by the next agent"
+            );
+        }
         let traffic = TrafficMap::open(&probes.pin_dir)?;
         let topology = Arc::new(Mutex::new(Topology::default()));
         let probes = Arc::new(Mutex::new(probes));
@@ -191,7 +197,11 @@ impl Agent {
                 }
             }
         }
-        tracing::info!(interfaces = self.attachments.attached().len(), "shutting down; classifier links stay pinned");
+        let what = if crate::traffic::attach::tcx_available() { "pinned TCX links" } else { "clsact/cls_bpf filters" };
+        tracing::info!(
+            interfaces = self.attachments.attached().len(),
+            "shutting down; the classifiers stay attached as {what} and keep counting"
+        );
         Ok(())
     }
 

@@ -10,10 +10,14 @@
 pub mod btf;
 pub mod format;
 pub mod fs;
+pub mod memlock;
 pub mod offsets;
 pub mod persist;
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -126,6 +130,16 @@ pub enum BpfError {
     Format(#[from] format::FormatError),
     #[error("loading the eBPF object into the kernel failed (needs CAP_BPF and CAP_PERFMON, or root)")]
     Load(#[source] aya::EbpfError),
+    #[error(
+        "loading the eBPF object into the kernel failed: this kernel (before 5.11) charges BPF maps to \
+         RLIMIT_MEMLOCK, which is {limit} bytes and could not be raised (start the agent with CAP_SYS_RESOURCE, \
+         or `ulimit -l unlimited` / systemd `LimitMEMLOCK=infinity`)"
+    )]
+    LoadMemlock {
+        limit: u64,
+        #[source]
+        source: aya::EbpfError,
+    },
     #[error("the eBPF object has no {kind} named {name:?}")]
     Missing { kind: &'static str, name: &'static str },
     #[error("program {program}: {action} failed")]
@@ -178,6 +192,23 @@ pub enum BpfError {
     },
 }
 
+/// What the kernel's verifier spent on one program: how long its load took (verification, mostly) and how
+/// many instructions the verifier walked (Linux >= 5.16 reports it; the measure of its work that does not
+/// depend on the machine).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub program: &'static str,
+    pub took: Duration,
+    pub instructions: Option<u32>,
+}
+
+impl Verified {
+    fn of(program: &'static str, started: Instant, info: Result<aya::programs::ProgramInfo, ProgramError>) -> Self {
+        let instructions = info.ok().and_then(|info| info.verified_instruction_count());
+        Self { program, took: started.elapsed(), instructions }
+    }
+}
+
 /// Kernel statistics of one program.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProgramStats {
@@ -219,6 +250,14 @@ pub struct KernelCounters {
     pub ringbuf_high_water: u64,
 }
 
+impl KernelCounters {
+    /// Transition events the kernel could not deliver: the ring buffer was full, or the call could not be
+    /// remembered from its enter to its exit (the in-flight table was full).
+    pub fn events_lost(&self) -> u64 {
+        self.lost_events + self.pending_failed
+    }
+}
+
 /// The loaded and attached programs; dropping it detaches them.
 pub struct Probes {
     ebpf: Ebpf,
@@ -239,6 +278,8 @@ pub struct Probes {
     backlog: Vec<Event>,
     /// What this load took over from a previous agent (persistent pin directory only).
     pub adopted: Adoption,
+    /// What loading each program cost the kernel's verifier, in load order.
+    pub verified: Vec<Verified>,
 }
 
 /// What a load took over from the programs and maps a previous agent left pinned.
@@ -274,7 +315,7 @@ impl Probes {
             format::check_syscall(&tracefs, syscall, *args)?;
         }
         let offsets = offsets::compute(&btf::Btf::from_sys_fs()?)?;
-        raise_memlock_limit();
+        memlock::raise();
 
         let filter_tgid = options.filter_pid.unwrap_or(0);
         let ephemeral = options.pin_dir.is_none();
@@ -306,7 +347,10 @@ impl Probes {
                 loader.map_pin_path(name, path);
             }
         }
-        let mut ebpf = loader.load(EBPF_OBJECT).map_err(BpfError::Load)?;
+        let mut ebpf = loader.load(EBPF_OBJECT).map_err(|source| match memlock::limiting() {
+            Some(limit) => BpfError::LoadMemlock { limit, source },
+            None => BpfError::Load(source),
+        })?;
         let logger = EbpfLogger::init(&mut ebpf)
             .inspect_err(|err| tracing::warn!(%err, "kernel-side log messages will not be shown"))
             .ok();
@@ -324,8 +368,9 @@ impl Probes {
                 .map_err(|source| BpfError::PinDir { path: transitions_dir.display().to_string(), source })?;
         }
         let mut replaced_links = Vec::new();
+        let mut verified = Vec::new();
         for spec in PROGRAMS {
-            if let Some(link) = attach(&mut ebpf, spec, pin_links)?
+            if let Some(link) = attach(&mut ebpf, spec, pin_links, &mut verified)?
                 && let Some(old) = persist::pin_replacing(link, &transitions_dir, spec.program)?
             {
                 replaced_links.push(old);
@@ -355,12 +400,16 @@ impl Probes {
                 .ok_or(BpfError::Missing { kind: "program", name: program })?
                 .try_into()
                 .map_err(|source| BpfError::Program { program, action: "type check".into(), source })?;
+            let started = Instant::now();
             classifier.load().map_err(|source| BpfError::Program {
                 program,
                 action: "load (verifier)".into(),
                 source,
             })?;
+            verified.push(Verified::of(program, started, classifier.info()));
         }
+        let total: Duration = verified.iter().map(|v| v.took).sum();
+        tracing::info!(ms = total.as_millis() as u64, programs = verified.len(), "programs verified");
         Ok(Self {
             ebpf,
             logger,
@@ -372,6 +421,7 @@ impl Probes {
             _lock: lock,
             backlog,
             adopted,
+            verified,
         })
     }
 
@@ -531,7 +581,7 @@ fn drain(old: MapData) -> Result<Vec<Event>, BpfError> {
 
 /// Loads (verifies) and attaches one program. With `take`, returns its link for the caller to pin (the program
 /// then no longer detaches it when dropped).
-fn attach(ebpf: &mut Ebpf, spec: &Spec, take: bool) -> Result<Option<FdLink>, BpfError> {
+fn attach(ebpf: &mut Ebpf, spec: &Spec, take: bool, verified: &mut Vec<Verified>) -> Result<Option<FdLink>, BpfError> {
     let program = spec.program;
     let prog = ebpf.program_mut(program).ok_or(BpfError::Missing { kind: "program", name: program })?;
     let failed = |action: &str| {
@@ -541,7 +591,9 @@ fn attach(ebpf: &mut Ebpf, spec: &Spec, take: bool) -> Result<Option<FdLink>, Bp
     match spec.hook {
         Hook::TracePoint { category, event } => {
             let tp: &mut TracePoint = prog.try_into().map_err(failed("type check"))?;
+            let started = Instant::now();
             tp.load().map_err(failed("load (verifier)"))?;
+            verified.push(Verified::of(program, started, tp.info()));
             let id = tp.attach(category, event).map_err(failed(&format!("attach to tracepoint {category}/{event}")))?;
             if take {
                 let link = tp.take_link(id).map_err(failed("take the link"))?;
@@ -553,7 +605,9 @@ fn attach(ebpf: &mut Ebpf, spec: &Spec, take: bool) -> Result<Option<FdLink>, Bp
         }
         Hook::RawTracePoint(name) => {
             let tp: &mut RawTracePoint = prog.try_into().map_err(failed("type check"))?;
+            let started = Instant::now();
             tp.load().map_err(failed("load (verifier)"))?;
+            verified.push(Verified::of(program, started, tp.info()));
             let id = tp.attach(name).map_err(failed(&format!("attach to raw tracepoint {name}")))?;
             if take {
                 return Ok(Some(tp.take_link(id).map_err(failed("take the link"))?.into()));
@@ -573,12 +627,4 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
-}
-
-/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones use memcg and ignore it.
-fn raise_memlock_limit() {
-    use nix::sys::resource::{Resource, setrlimit};
-    if let Err(err) = setrlimit(Resource::RLIMIT_MEMLOCK, libc::RLIM_INFINITY, libc::RLIM_INFINITY) {
-        tracing::debug!(%err, "could not raise RLIMIT_MEMLOCK (only matters before Linux 5.11)");
-    }
 }

@@ -66,6 +66,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
 
+    // Before the capabilities go: raising the limit needs CAP_SYS_RESOURCE, which is not kept.
+    crate::bpf::memlock::raise();
     let startup = drop_privileges(listen)?;
     let server = match MetricsServer::bind_now(listen, web, ServerOptions::default()) {
         Ok(server) => server,

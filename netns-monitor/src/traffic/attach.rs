@@ -8,8 +8,16 @@
 //! `PIN_DIR/links/<netns inode>-<ifindex>-<ingress|egress>`: the programs keep counting while the agent is down,
 //! and a restarted agent replaces the program inside each pinned link (`bpf_link_update`, atomic, same place in
 //! the chain) instead of attaching a second one. Link order: ingress first in the chain (sees every received
-//! packet before another program can drop it), egress last (counts what is handed to the device). Older
-//! kernels get a clsact qdisc and netlink filters, which cannot be pinned: there counting stops with the agent.
+//! packet before another program can drop it), egress last (counts what is handed to the device).
+//!
+//! Older kernels (no TCX) get a clsact qdisc and a cls_bpf filter per direction, at a fixed place
+//! ([`legacy_priority`], [`LEGACY_HANDLE`]). Such a filter is no bpf link and cannot be pinned, but it lives in
+//! the kernel until it is deleted or its interface goes, whatever happens to the agent: so the agent never
+//! deletes it (a graceful stop keeps counting, as TCX pins do), and a restarted agent swaps its program in
+//! place (an `RTM_NEWTFILTER` without `NLM_F_CREATE` at the same priority and handle, atomic in cls_bpf) instead
+//! of adding a second filter. aya keeps the netlink attachments of a program in a map keyed by (ifindex,
+//! direction, priority, handle) with no namespace in the key, so two interfaces with the same ifindex in two
+//! namespaces collide there ("already attached"); the attachment is therefore taken out of aya's map at once.
 
 use std::{
     collections::BTreeMap,
@@ -22,7 +30,7 @@ use aya::{
     programs::{
         LinkOrder, SchedClassifier, TcAttachType,
         links::{FdLink, PinnedLink},
-        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions},
+        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
     },
     util::KernelVersion,
 };
@@ -53,6 +61,20 @@ fn tc_type(direction: Direction) -> TcAttachType {
     match direction {
         Direction::Ingress => TcAttachType::Ingress,
         Direction::Egress => TcAttachType::Egress,
+    }
+}
+
+/// Handle of our cls_bpf filters ("NM"), the same in both directions: with the priority it is how a restarted
+/// agent finds the filters a previous one left.
+pub const LEGACY_HANDLE: TcHandle = TcHandle::new(0x4e4d, 1);
+
+/// Priority of our cls_bpf filter in `direction` (lower runs first). Ingress runs early: before the kernel's
+/// default for filters added without a priority (49152 and down), yet above 1, so that a tool asking the kernel
+/// for "the next priority" still gets a valid one. Egress runs last.
+pub fn legacy_priority(direction: Direction) -> u16 {
+    match direction {
+        Direction::Ingress => 0x100,
+        Direction::Egress => 0xffff,
     }
 }
 
@@ -180,12 +202,8 @@ fn attach_one(
     direction: Direction,
     pin: &Path,
 ) -> Result<bool, aya::programs::ProgramError> {
-    let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
-    if !tcx {
-        // No TCX: a clsact qdisc (EEXIST if someone made it already is fine) and a netlink filter.
-        let _ = tc::qdisc_add_clsact(name);
-        classifier.attach_with_options(name, tc_type(direction), TcAttachOptions::Netlink(NlOptions::default()))?;
-        return Ok(true);
+    if !tcx_available() {
+        return attach_legacy(classifier, name, direction);
     }
     if let Ok(pinned) = PinnedLink::from_pin(pin) {
         let link = SchedClassifierLink::try_from(FdLink::from(pinned));
@@ -206,6 +224,56 @@ fn attach_one(
         .map_err(|err| aya::programs::ProgramError::IOError(io::Error::other(err)))?;
     link.pin(pin).map_err(|err| aya::programs::ProgramError::IOError(io::Error::other(err)))?;
     Ok(true)
+}
+
+/// Set to `clsact` to use the clsact/cls_bpf path on a kernel that has TCX: the path kernels before 6.6 take,
+/// so that it can be exercised (and compared) on a newer kernel too.
+pub const TC_MODE_ENV: &str = "NETNS_MONITOR_TC";
+
+/// Whether classifiers attach with TCX (Linux >= 6.6, unless [`TC_MODE_ENV`] says `clsact`); otherwise they go
+/// through clsact and cls_bpf.
+pub fn tcx_available() -> bool {
+    let forced_legacy = std::env::var_os(TC_MODE_ENV).is_some_and(|mode| mode == "clsact");
+    !forced_legacy && KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+}
+
+/// The clsact + cls_bpf path (no TCX). Returns whether a new filter was made (false: a previous agent's filter
+/// now runs our program).
+fn attach_legacy(
+    classifier: &mut SchedClassifier,
+    name: &str,
+    direction: Direction,
+) -> Result<bool, aya::programs::ProgramError> {
+    // EEXIST when the qdisc is there already (ours from before, or someone else's): either is fine.
+    let _ = tc::qdisc_add_clsact(name);
+    let (attach_type, priority) = (tc_type(direction), legacy_priority(direction));
+    let existing = SchedClassifierLink::attached(name, attach_type, priority, LEGACY_HANDLE, None)?;
+    let (id, fresh) = match classifier.attach_to_link(existing) {
+        Ok(id) => (id, false),
+        // No filter at our place: none was left behind, make it.
+        Err(err) if has_errno(&err, libc::ENOENT) => {
+            let options = NlOptions { priority, handle: LEGACY_HANDLE, classid: None };
+            (classifier.attach_with_options(name, attach_type, TcAttachOptions::Netlink(options))?, true)
+        }
+        Err(err) => return Err(err),
+    };
+    // Out of aya's map (see the module comment), and never detached by us: dropping the link would delete the
+    // filter, so it is forgotten; the kernel deletes it with its interface.
+    std::mem::forget(classifier.take_link(id)?);
+    Ok(fresh)
+}
+
+/// Whether a netlink request failed with `errno`. aya's errors are transparent wrappers all the way down, so
+/// the code is only reachable by matching the variants.
+fn has_errno(err: &aya::programs::ProgramError, errno: i32) -> bool {
+    use aya::programs::{ProgramError, tc::TcError};
+    match err {
+        ProgramError::TcError(TcError::NetlinkError(err)) | ProgramError::NetlinkError(err) => {
+            err.raw_os_error() == Some(errno)
+        }
+        ProgramError::TcError(TcError::IoError(err)) | ProgramError::IOError(err) => err.raw_os_error() == Some(errno),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
