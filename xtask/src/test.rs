@@ -46,10 +46,11 @@ pub fn test(args: &TestArgs) -> anyhow::Result<()> {
     if !args.rest.is_empty() {
         test.arg("--").args(&args.rest);
     }
-    cmd::run(&mut test)?;
-    if !args.no_kernels {
-        kernels::kernels(&kernels::KernelsArgs::full_matrix())?;
-    }
+    // The matrix runs even after a failed cargo test (as --no-fail-fast does): one run shows both.
+    let tests = cmd::run(&mut test);
+    let matrix = if args.no_kernels { Ok(()) } else { kernels::kernels(&kernels::KernelsArgs::full_matrix()) };
+    tests?;
+    matrix?;
     eprintln!("[test] all green in {:.0}s", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -129,7 +129,7 @@ impl Metrics {
             Box::new(looped.untracked.clone()),
             Box::new(looped.attach_failures.clone()),
             Box::new(build),
-            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+            Box::new(super::process::ProcessMetrics::for_self()),
         ];
         for collector in collectors {
             registry.register(collector).map_err(MetricsError)?;

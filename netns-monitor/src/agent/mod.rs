@@ -16,6 +16,7 @@
 
 pub mod collector;
 pub mod config;
+pub mod process;
 pub mod topology;
 
 use std::{
