@@ -130,3 +130,28 @@ fn bad_nat_input_is_refused() {
     assert!(fails(&["nat", "del", &name], 2).contains(&format!("no nat rules for namespace {name:?}")));
     assert!(fails(&["forward", "del", &name], 2).contains("no port forwards"));
 }
+
+/// A typo in --out must not replace a working rule with one that matches nothing, and a host port forwarded to
+/// one namespace cannot be taken by another (its rule would be dead); the owner may replace its own.
+#[test]
+fn nat_to_a_missing_interface_and_a_taken_port_are_refused() {
+    require_root();
+    let (a, a_if) = attached("nsm-nat-a", &subnet(61));
+    let (b, _b_if) = attached("nsm-nat-b", &subnet(62));
+    ok(&["nat", "add", &a.name, "--out", &a_if]);
+    let before = nft_rules_of(&a.name);
+    let stderr = fails(&["nat", "add", &a.name, "--out", "nonexist0"], 2);
+    assert!(stderr.contains("interface \"nonexist0\" does not exist"), "{stderr}");
+    assert_eq!(nft_rules_of(&a.name), before, "the working rule stays");
+    ok(&["nat", "add", &a.name, "--out", "nonexist0", "--allow-missing-out"]);
+    assert!(nft_rules_of(&a.name).iter().any(|(_, rule)| rule.contains("nonexist0")), "accepted with the flag");
+
+    let host_port = port(63);
+    ok(&["forward", "add", &a.name, "--port", &format!("{host_port}:9000/tcp")]);
+    let stderr = fails(&["forward", "add", &b.name, "--port", &format!("{host_port}:9000/tcp")], 2);
+    assert!(stderr.contains(&format!("port {host_port}/tcp already forwards to namespace {:?}", a.name)), "{stderr}");
+    assert!(nft_rules_of(&b.name).is_empty(), "nothing added for the second namespace");
+    // Another protocol on the same port is another forward; the owner replacing its own is fine.
+    ok(&["forward", "add", &b.name, "--port", &format!("{host_port}:9000/udp")]);
+    ok(&["forward", "add", &a.name, "--port", &format!("{host_port}:9001/tcp")]);
+}

@@ -47,7 +47,7 @@ impl Collector for ProcessMetrics {
             && let Some(family) = families.iter_mut().find(|family| family.name() == CPU_SECONDS)
         {
             for metric in family.mut_metric() {
-                let mut counter = prometheus::proto::Counter::new();
+                let mut counter = prometheus::proto::Counter::default();
                 counter.set_value(ticks as f64 / self.ticks_per_second);
                 metric.set_counter(counter);
             }

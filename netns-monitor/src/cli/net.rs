@@ -95,9 +95,12 @@ pub enum NatCommand {
 pub struct NatAddArgs {
     /// Named namespace.
     pub name: String,
-    /// Host interface the traffic leaves by.
+    /// Host interface the traffic leaves by; it must exist (see --allow-missing-out).
     #[arg(long, value_name = "IFACE")]
     pub out: String,
+    /// Accept an --out interface that does not exist yet (one that comes later: a VPN, a hotplugged NIC).
+    #[arg(long)]
+    pub allow_missing_out: bool,
     /// Subnet to masquerade (repeatable; default: the networks of the namespace's global IPv4 addresses).
     #[arg(long, value_name = "CIDR")]
     pub subnet: Vec<Cidr>,
@@ -112,7 +115,7 @@ pub struct NatDelArgs {
 pub fn nat(command: NatCommand) -> anyhow::Result<ExitCode> {
     match command {
         NatCommand::Add(args) => {
-            for subnet in nat::nat_add(&args.name, &args.out, &args.subnet).map_err(classify)? {
+            for subnet in nat::nat_add(&args.name, &args.out, &args.subnet, args.allow_missing_out).map_err(classify)? {
                 println!("masquerading {subnet} out of {}", args.out);
             }
         }

@@ -44,6 +44,15 @@ pub enum NatError {
     NoAddress { name: String, hint: &'static str },
     #[error("{what} {cidr} is not IPv4 (netns-monitor's NAT table is IPv4 only)")]
     NotIpv4 { what: &'static str, cidr: String },
+    #[error(
+        "interface {name:?} does not exist in this namespace (--out names a host interface; \
+         --allow-missing-out accepts one that comes later)"
+    )]
+    NoSuchInterface { name: String },
+    #[error(
+        "port {port}/{proto} already forwards to namespace {owner:?}: remove that first (forward del {owner} --port {port}/{proto})"
+    )]
+    PortTaken { port: u16, proto: Proto, owner: String },
     #[error("no nat rules for namespace {name:?}")]
     NoNat { name: String },
     #[error("no port forwards for namespace {name:?}{matching}")]
@@ -70,6 +79,8 @@ impl BadInput for NatError {
             | NatError::NameTooLong { .. }
             | NatError::NoAddress { .. }
             | NatError::NotIpv4 { .. }
+            | NatError::NoSuchInterface { .. }
+            | NatError::PortTaken { .. }
             | NatError::NoNat { .. }
             | NatError::NoForward { .. } => true,
             _ => false,
@@ -183,9 +194,13 @@ fn check_tag_fits(name: &str) -> Result<(), NatError> {
 }
 
 /// Masquerades the IPv4 subnets of namespace `name` (or `subnets` when given) out of `out`, accepts that traffic
-/// and its replies in the forward hook, and enables IPv4 forwarding. Returns the subnets.
-pub fn nat_add(name: &str, out: &str, subnets: &[Cidr]) -> Result<Vec<Cidr>, NatError> {
+/// and its replies in the forward hook, and enables IPv4 forwarding. Returns the subnets. `out` must exist
+/// unless `allow_missing_out`: a typo would otherwise replace a working rule by one that matches nothing.
+pub fn nat_add(name: &str, out: &str, subnets: &[Cidr], allow_missing_out: bool) -> Result<Vec<Cidr>, NatError> {
     validate_ifname(out)?;
+    if !allow_missing_out && nix::net::if_::if_nametoindex(out).is_err() {
+        return Err(NatError::NoSuchInterface { name: out.to_owned() });
+    }
     check_tag_fits(name)?;
     // The namespace must exist even when the subnets are given (rules for a namespace that does not exist would
     // be half-made: nothing owns them and `del` never removes them).
@@ -284,9 +299,25 @@ pub fn forward_add(name: &str, map: PortMap, to: Option<Ipv4Addr>) -> Result<Ipv
             comment: tag.clone(),
         },
     ];
+    let socket = NfSocket::open()?;
+    // One host port forwards to one place: a second namespace's rule would never see a packet.
+    if let Some(owner) = forward_owner(&nft::rules(&socket)?, map.host_port, map.proto)
+        && owner != name
+    {
+        return Err(NatError::PortTaken { port: map.host_port, proto: map.proto, owner });
+    }
     enable_forwarding()?;
-    nft::replace(&NfSocket::open()?, |comment| comment == tag, &rules)?;
+    nft::replace(&socket, |comment| comment == tag, &rules)?;
     Ok(target)
+}
+
+/// The namespace whose forward rule holds `port`/`proto`, if any.
+fn forward_owner(rules: &[nft::Installed], port: u16, proto: Proto) -> Option<String> {
+    let suffix = format!("/{port}/{proto}");
+    rules
+        .iter()
+        .filter_map(|rule| rule.comment.as_deref())
+        .find_map(|comment| comment.strip_prefix("forward/")?.strip_suffix(&suffix).map(str::to_owned))
 }
 
 /// Removes the port forwards of `name` (only those matching `sel` when given).
@@ -369,6 +400,17 @@ mod tests {
         }
         assert_eq!("8080/udp".parse(), Ok(PortSel { host_port: 8080, proto: Some(Proto::Udp) }));
         assert_eq!("8080".parse(), Ok(PortSel { host_port: 8080, proto: None }));
+    }
+
+    #[test]
+    fn forward_owner_is_found_by_port_and_protocol() {
+        let rule =
+            |comment: &str| nft::Installed { chain: "prerouting".into(), handle: 1, comment: Some(comment.into()) };
+        let rules = [rule("nat/blue"), rule("forward/blue/8080/tcp"), rule("forward/red/8081/udp")];
+        assert_eq!(forward_owner(&rules, 8080, Proto::Tcp).as_deref(), Some("blue"));
+        assert_eq!(forward_owner(&rules, 8080, Proto::Udp), None);
+        assert_eq!(forward_owner(&rules, 8081, Proto::Udp).as_deref(), Some("red"));
+        assert_eq!(forward_owner(&rules, 808, Proto::Tcp), None);
     }
 
     #[test]
