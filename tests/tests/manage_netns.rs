@@ -3,6 +3,7 @@
 //! refused with exit code 2 and nothing left behind. The oracle is the kernel and iproute2.
 
 use std::{
+    os::unix::process::ExitStatusExt as _,
     path::Path,
     process::{Child, Command},
     sync::{Arc, Barrier},
@@ -132,7 +133,17 @@ fn exec_has_ip_netns_exec_semantics() {
     assert!(!host_hosts.contains(&marker), "the bind mount did not leak to the host");
 
     let killed = run(&["exec", &name, "--", "sh", "-c", "kill -TERM $$"]);
-    assert_eq!(killed.status.code(), Some(128 + 15), "killed by SIGTERM: 128+15 like a shell");
+    assert_eq!(killed.status.signal(), Some(15), "killed by SIGTERM, as `ip netns exec` reports it");
+    // exec becomes the command: a signal sent to it reaches the command, which leaves nothing running.
+    let mut sleeper = ChildGuard(cli().args(["exec", &name, "--", "sleep", "60"]).spawn().expect("start exec sleep"));
+    let pid = sleeper.0.id();
+    wait_until(Duration::from_secs(10), "sleep runs in the namespace", || {
+        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe.ends_with("sleep"))
+    });
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = sleeper.0.wait().expect("wait for exec");
+    assert_eq!(status.signal(), Some(15), "SIGTERM ended the command");
+    assert!(ok(&["pids", &name]).trim().is_empty(), "nothing left running in the namespace");
     let missing = run(&["exec", &name, "--", "/nonexistent/program"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/program"), "names the program");

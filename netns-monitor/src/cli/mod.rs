@@ -55,7 +55,8 @@ pub enum Command {
     /// (runtime and short id from the processes' cgroup path).
     List(list::ListArgs),
     /// Run a command in a named namespace, like `ip netns exec`: private mounts, /sys for the namespace,
-    /// /etc/netns/NAME/* bound over /etc. Exits with the command's exit code.
+    /// /etc/netns/NAME/* bound over /etc. Replaces itself with the command, so signals reach it and its exit
+    /// status is the command's.
     Exec(netns::ExecArgs),
     /// Print the names of the network namespace of PID (default: this process).
     Identify(netns::IdentifyArgs),

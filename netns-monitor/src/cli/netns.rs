@@ -79,10 +79,9 @@ pub struct ExecArgs {
     pub command: Vec<OsString>,
 }
 
-/// Runs the command and exits with its exit code (128+N if a signal N killed it).
+/// Becomes the command (as `ip netns exec` does): its exit status and its signals are the command's.
 pub fn exec(ExecArgs { name, command }: ExecArgs) -> anyhow::Result<ExitCode> {
-    let code = exec::exec(&name, &command).map_err(classify)?;
-    Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)))
+    match exec::exec(&name, &command).map_err(classify)? {}
 }
 
 #[derive(Debug, Args)]

@@ -5,9 +5,11 @@
 //! `/etc/netns/NAME/` bind-mounted over the same name in `/etc` (per-namespace `resolv.conf`, `hosts`, ...).
 //! Like iproute2, a file of `/etc/netns/NAME` that cannot be bound is reported and skipped.
 //!
-//! All of it happens in the forked child before `execve`: `unshare(CLONE_NEWNS)` is refused in a multi-threaded
-//! process, and the child is single-threaded. Everything the child needs is prepared before the fork, because
-//! between fork and exec only async-signal-safe calls are allowed (no allocation).
+//! Like `ip netns exec`, the process replaces itself with the command (no fork): signals sent to it (`kill
+//! -TERM`, Ctrl-C, a supervisor stopping it) reach the command, and its exit status is the command's. All of it
+//! happens right before `execve`, in this process, which must be single-threaded (`unshare(CLONE_NEWNS)` is
+//! refused otherwise; the management verbs start no threads). Everything is prepared before, and the hook
+//! makes only async-signal-safe calls, as std's `pre_exec` requires.
 
 use std::{
     ffi::{CStr, CString, OsString},
@@ -15,10 +17,7 @@ use std::{
     io,
     os::{
         fd::AsFd as _,
-        unix::{
-            ffi::OsStrExt as _,
-            process::{CommandExt as _, ExitStatusExt as _},
-        },
+        unix::{ffi::OsStrExt as _, process::CommandExt as _},
     },
     path::{Path, PathBuf},
     process::Command,
@@ -50,12 +49,6 @@ pub enum ExecError {
         #[source]
         source: io::Error,
     },
-    #[error("cannot wait for {program:?}")]
-    Wait {
-        program: OsString,
-        #[source]
-        source: io::Error,
-    },
 }
 
 impl BadInput for ExecError {
@@ -63,13 +56,13 @@ impl BadInput for ExecError {
         match self {
             ExecError::Netns(err) => err.is_bad_input(),
             ExecError::NoCommand => true,
-            ExecError::Spawn { .. } | ExecError::Wait { .. } => false,
+            ExecError::Spawn { .. } => false,
         }
     }
 }
 
-/// Runs `argv` in namespace `name` and returns its exit code, 128 + N when killed by signal N (as a shell does).
-pub fn exec(name: &str, argv: &[OsString]) -> Result<i32, ExecError> {
+/// Replaces this process with `argv` running in namespace `name`; returns only if that fails.
+pub fn exec(name: &str, argv: &[OsString]) -> Result<std::convert::Infallible, ExecError> {
     let (program, args) = argv.split_first().ok_or(ExecError::NoCommand)?;
     let netns = open_named(name)?;
     let setup = ChildSetup::prepare(name, netns);
@@ -80,10 +73,8 @@ pub fn exec(name: &str, argv: &[OsString]) -> Result<i32, ExecError> {
     unsafe {
         command.pre_exec(move || setup.apply());
     }
-    let spawn_err = |source| ExecError::Spawn { program: program.clone(), name: name.to_owned(), source };
-    let mut child = command.spawn().map_err(spawn_err)?;
-    let status = child.wait().map_err(|source| ExecError::Wait { program: program.clone(), source })?;
-    Ok(status.code().or_else(|| status.signal().map(|signal| 128 + signal)).unwrap_or(1))
+    let source = command.exec();
+    Err(ExecError::Spawn { program: program.clone(), name: name.to_owned(), source })
 }
 
 /// "No filesystem type / source / data" for mount(2).
