@@ -212,6 +212,13 @@ impl PinDirLock {
     }
 }
 
+/// Whether an agent holds the pin directory `dir` now (it keeps the lock for as long as it runs). A directory
+/// that cannot be opened has no agent.
+pub fn agent_running(dir: &Path) -> bool {
+    let Ok(file) = File::open(dir) else { return false };
+    matches!(Flock::lock(file, FlockArg::LockExclusiveNonblock), Err((_, nix::errno::Errno::EWOULDBLOCK)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

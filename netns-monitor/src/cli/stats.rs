@@ -59,6 +59,9 @@ struct Interface {
 struct Namespace {
     netns: u32,
     name: Option<String>,
+    /// The namespace no longer exists: these are the last counts a previous agent left (no agent running) or
+    /// that the agent has not removed yet.
+    stale: bool,
     rx: Pair,
     tx: Pair,
     interfaces: Vec<Interface>,
@@ -89,6 +92,14 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
             args.pin_dir.display()
         )
     })?;
+    let agent = crate::bpf::persist::agent_running(&args.pin_dir);
+    if !agent {
+        eprintln!(
+            "netns-monitor: warning: no agent is running on {}: these are the counters as the last one left them, \
+             still counted by its classifiers; namespaces that are gone are marked stale",
+            args.pin_dir.display()
+        );
+    }
     let mut by_netns: BTreeMap<u32, Vec<(u32, Totals)>> = BTreeMap::new();
     for (key, totals) in map.totals()? {
         if only.is_none_or(|inode| inode == key.netns) {
@@ -116,6 +127,7 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
             Namespace {
                 netns,
                 name: ns.and_then(|ns| ns.best_name()).map(str::to_owned),
+                stale: ns.is_none(),
                 rx: sum(DIR_INGRESS),
                 tx: sum(DIR_EGRESS),
                 interfaces: interfaces
@@ -138,7 +150,7 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
             ns.interfaces.iter().map(move |iface| {
                 [
                     ns.netns.to_string(),
-                    ns.name.clone().unwrap_or_else(|| "-".into()),
+                    display_name(ns),
                     iface.device.clone().unwrap_or_else(|| format!("#{}", iface.ifindex)),
                     iface.rx.bytes.to_string(),
                     iface.rx.packets.to_string(),
@@ -152,7 +164,7 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
         let rows = namespaces.iter().map(|ns| {
             [
                 ns.netns.to_string(),
-                ns.name.clone().unwrap_or_else(|| "-".into()),
+                display_name(ns),
                 ns.interfaces.len().to_string(),
                 ns.rx.bytes.to_string(),
                 ns.rx.packets.to_string(),
@@ -163,4 +175,13 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
         super::table::print(["NETNS", "NAME", "IFACES", "RX_BYTES", "RX_PACKETS", "TX_BYTES", "TX_PACKETS"], rows);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The NAME column: the best name, `-` without one, and `(stale)` for a namespace that is gone.
+fn display_name(ns: &Namespace) -> String {
+    match (&ns.name, ns.stale) {
+        (_, true) => "(stale)".into(),
+        (Some(name), false) => name.clone(),
+        (None, false) => "-".into(),
+    }
 }
