@@ -231,10 +231,13 @@ fn attach_one(
 pub const TC_MODE_ENV: &str = "NETNS_MONITOR_TC";
 
 /// Whether classifiers attach with TCX (Linux >= 6.6, unless [`TC_MODE_ENV`] says `clsact`); otherwise they go
-/// through clsact and cls_bpf.
+/// through clsact and cls_bpf. Decided once per process: it is asked for every interface attached.
 pub fn tcx_available() -> bool {
-    let forced_legacy = std::env::var_os(TC_MODE_ENV).is_some_and(|mode| mode == "clsact");
-    !forced_legacy && KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+    static TCX: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TCX.get_or_init(|| {
+        let forced_legacy = std::env::var_os(TC_MODE_ENV).is_some_and(|mode| mode == "clsact");
+        !forced_legacy && KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+    })
 }
 
 /// The clsact + cls_bpf path (no TCX). Returns whether a new filter was made (false: a previous agent's filter
