@@ -5,6 +5,7 @@
 //! closed) or uniquely named and removed by a guard's `Drop`, so a failing test leaves nothing behind.
 
 pub mod agent;
+pub mod containers;
 pub mod monitoring;
 pub mod netns;
 pub mod reliability;

@@ -97,8 +97,41 @@ impl Drop for NetnsGuard {
         for handle in nft_rule_handles(&self.name) {
             let _ = sh("nft", &["delete", "rule", "ip", "netns_monitor", &handle.0, "handle", &handle.1]);
         }
-        if Path::new("/run/netns").join(&self.name).exists() {
+        // symlink_metadata: `attach --all`'s names are symlinks, which dangle once their process is gone.
+        if std::fs::symlink_metadata(Path::new("/run/netns").join(&self.name)).is_ok() {
             let _ = sh("ip", &["netns", "del", &self.name]);
+        }
+        let _ = std::fs::remove_file(Path::new(AUTONAME_REGISTRY).join(&self.name));
+    }
+}
+
+/// Where `attach --all` records the names it made.
+pub const AUTONAME_REGISTRY: &str = "/run/netns-monitor/names";
+
+/// Removes, on drop, every name `attach --all` made that leads to one of `pids` (made before the command
+/// runs, so a failing test leaves none of its names behind, whatever the command printed).
+pub struct AttachAllGuard {
+    pub pids: Vec<u32>,
+}
+
+impl AttachAllGuard {
+    /// The `/run/netns` names that are symlinks to `/proc/PID/ns/net` of one of the guarded pids.
+    pub fn names(&self) -> Vec<String> {
+        let entries = std::fs::read_dir("/run/netns").into_iter().flatten().flatten();
+        entries
+            .filter(|entry| {
+                let target = std::fs::read_link(entry.path()).unwrap_or_default();
+                self.pids.iter().any(|pid| target == Path::new(&format!("/proc/{pid}/ns/net")))
+            })
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .collect()
+    }
+}
+
+impl Drop for AttachAllGuard {
+    fn drop(&mut self) {
+        for name in self.names() {
+            drop(NetnsGuard::new(name));
         }
     }
 }

@@ -39,11 +39,11 @@ fn detail<'a>(results: &'a [Value], check: &str) -> &'a str {
 #[test]
 fn scenario_passes_with_tcx_and_with_legacy_tc() {
     let results = run_scenario(None);
-    assert_eq!(results.len(), 13, "every check reported: {results:#?}");
+    assert_eq!(results.len(), 14, "every check reported: {results:#?}");
     assert!(detail(&results, "restart").contains("pinned TCX links taken over"), "{results:#?}");
 
     let results = run_scenario(Some("clsact"));
-    assert_eq!(results.len(), 13, "every check reported: {results:#?}");
+    assert_eq!(results.len(), 14, "every check reported: {results:#?}");
     assert!(detail(&results, "kernel").contains("clsact"), "{results:#?}");
     assert!(detail(&results, "restart").contains("cls_bpf filters taken over in place"), "{results:#?}");
 }

@@ -1,6 +1,6 @@
 //! Discovery: a namespace held only by a process (`unshare -n`) shows up in `list` as process-held, with its
-//! NSID, interfaces and container hint as the kernel and cgroups say; `attach` makes it visible to
-//! `ip netns list`; `attach --all` names every unnamed one, after its container when it is in one.
+//! NSID and interfaces as the kernel says; `attach` makes it visible to `ip netns list`; `attach --all` names
+//! every unnamed one with a symlink that never keeps it alive (`tests/containers.rs` does real containers).
 
 use std::{
     path::{Path, PathBuf},
@@ -10,7 +10,7 @@ use std::{
 
 use netns_monitor_tests::{
     inode,
-    netns::{NetnsGuard, ip_netns_list, ok, sh_ok, wait_until},
+    netns::{AttachAllGuard, NetnsGuard, ip_netns_list, ok, sh_ok, wait_until},
     require_root, unique_name,
 };
 use serde_json::Value;
@@ -84,65 +84,70 @@ fn process_held_namespace_is_listed_and_attach_names_it() {
     assert!(entry["names"].as_array().unwrap().contains(&name.as_str().into()));
 }
 
-/// A cgroup v1 directory (the layout Docker's cgroupfs driver makes) holding one process; on drop the
-/// process goes back to the root cgroup and the directory is removed.
-struct FakeContainerCgroup(PathBuf, u32);
-
-impl FakeContainerCgroup {
-    fn docker(id: &str, pid: u32) -> Self {
-        let dir = Path::new("/sys/fs/cgroup/pids/docker").join(id);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        std::fs::write(dir.join("cgroup.procs"), pid.to_string()).expect("move the process into the cgroup");
-        FakeContainerCgroup(dir, pid)
-    }
-}
-
-impl Drop for FakeContainerCgroup {
-    fn drop(&mut self) {
-        // A cgroup can only be removed once empty.
-        let _ = std::fs::write("/sys/fs/cgroup/pids/cgroup.procs", self.1.to_string());
-        if let Err(err) = std::fs::remove_dir(&self.0) {
-            eprintln!("cannot remove {}: {err}", self.0.display());
-        }
-        // The parent `docker` directory may be shared with a concurrent run; it goes when empty.
-        let _ = std::fs::remove_dir(self.0.parent().expect("parent"));
-    }
-}
-
 #[test]
-fn attach_all_names_container_and_process_namespaces() {
+fn attach_all_names_with_symlinks_that_never_pin_and_prunes_its_own() {
     require_root();
     let plain = Holder::spawn();
-    let contained = Holder::spawn();
-    let id = format!("{:0>64x}", u128::from(std::process::id()) << 64 | 0xfeed_beef_u128);
-    let _cgroup = FakeContainerCgroup::docker(&id, contained.pid());
-    let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", contained.pid())).unwrap();
-    assert!(cgroup.contains(&format!("/docker/{id}")), "oracle: the process is in the container cgroup: {cgroup}");
-
-    let entry = list_entry(contained.inode);
-    assert_eq!(entry["container"], serde_json::json!({"runtime": "docker", "id": id}), "{entry:#}");
+    let person = Holder::spawn();
+    let person_name = unique_name("nsm-person");
+    let _person_guard = NetnsGuard::new(&person_name);
+    let guard = AttachAllGuard { pids: vec![plain.pid(), person.pid()] };
+    ok(&["attach", &person_name, &person.pid().to_string()]);
 
     let out = ok(&["attach", "--all"]);
-    // Every name it made (other tests' namespaces too) is removed again.
-    let made: Vec<(String, String)> =
-        out.lines().filter_map(|l| l.split_once('\t')).map(|(name, ns)| (name.to_owned(), ns.to_owned())).collect();
-    let _guards: Vec<NetnsGuard> = made.iter().map(|(name, _)| NetnsGuard::new(name)).collect();
-    let name_of = |inode: u32| made.iter().find(|(_, ns)| *ns == format!("net:[{inode}]")).map(|(n, _)| n.clone());
-
-    let docker_name = name_of(contained.inode).unwrap_or_else(|| panic!("container namespace named: {out}"));
-    assert_eq!(docker_name, format!("docker-{}", &id[..12]), "named after the container");
-    let plain_name = name_of(plain.inode).unwrap_or_else(|| panic!("process namespace named: {out}"));
-    assert_eq!(plain_name, format!("pid-{}", plain.pid()));
-    let listed = ip_netns_list();
-    assert!(listed.contains(&docker_name) && listed.contains(&plain_name), "ip netns list: {listed:?}");
-    assert_eq!(sh_ok("ip", &["netns", "identify", &contained.pid().to_string()]).trim(), docker_name);
+    // It names every unnamed namespace on the machine, other tests' too: each name it printed goes at the end.
+    let _printed: Vec<NetnsGuard> =
+        out.lines().filter_map(|line| line.split_once('\t')).map(|(name, _)| NetnsGuard::new(name)).collect();
+    let expected = format!("pid-{}", plain.pid());
+    assert!(out.lines().any(|l| l == format!("{expected}\tnet:[{}]", plain.inode)), "named after its process: {out}");
+    assert!(!out.contains(&format!("net:[{}]", person.inode)), "a namespace a person named is left alone: {out}");
+    assert_eq!(guard.names(), std::slice::from_ref(&expected), "one name, for the unnamed namespace only");
     let own = format!("net:[{}]", inode("/proc/self/ns/net"));
-    assert!(!made.iter().any(|(_, ns)| *ns == own), "the host namespace is not named");
+    assert!(!out.contains(&own), "the host namespace is not named: {out}");
 
-    // Named ones are skipped on a second run.
+    // iproute2 sees it and enters it; it is a symlink, no mount, so it holds nothing.
+    let path = Path::new("/run/netns").join(&expected);
+    assert_eq!(std::fs::read_link(&path).unwrap(), PathBuf::from(format!("/proc/{}/ns/net", plain.pid())));
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mountinfo.contains(&format!(" {} ", path.display())), "not a mount point");
+    assert!(ip_netns_list().contains(&expected), "ip netns list sees it");
+    assert_eq!(sh_ok("ip", &["netns", "identify", &plain.pid().to_string()]).trim(), expected);
+    let inside = sh_ok("ip", &["netns", "exec", &expected, "readlink", "/proc/self/ns/net"]);
+    assert_eq!(inside.trim(), format!("net:[{}]", plain.inode));
+    assert_eq!(list_entry(plain.inode)["names"], serde_json::json!([expected]));
+
+    // A second run changes nothing.
     let again = ok(&["attach", "--all"]);
-    let again_made: Vec<&str> = again.lines().filter_map(|l| l.split('\t').next()).collect();
-    let _more: Vec<NetnsGuard> = again_made.iter().map(|name| NetnsGuard::new(*name)).collect();
-    assert!(!again.contains(&format!("net:[{}]", contained.inode)), "already named: {again}");
     assert!(!again.contains(&format!("net:[{}]", plain.inode)), "already named: {again}");
+
+    // The process goes: the name stops resolving (instead of keeping a dead namespace), and --prune takes
+    // back ours only.
+    let plain_pid = plain.pid();
+    drop(plain);
+    let exec = netns_monitor_tests::netns::sh("ip", &["netns", "exec", &expected, "true"]);
+    assert!(!exec.status.success(), "ip netns exec fails once the process is gone");
+    let pruned = ok(&["attach", "--all", "--prune"]);
+    assert!(pruned.lines().any(|l| l == format!("removed {expected}")), "{pruned}");
+    assert!(std::fs::symlink_metadata(&path).is_err(), "our name is gone");
+    assert!(ip_netns_list().contains(&person_name), "a person's name is never pruned");
+    assert_eq!(sh_ok("ip", &["netns", "identify", &person.pid().to_string()]).trim(), person_name);
+    assert!(!ok(&["attach", "--all", "--prune"]).contains(&format!("pid-{plain_pid}")), "nothing left to prune for it");
+
+    // A person who replaces one of our names by a symlink of their own (`ln -sf`, same target) owns it from
+    // then on: --prune leaves it when the process goes.
+    let other = Holder::spawn();
+    let _other_guard = AttachAllGuard { pids: vec![other.pid()] };
+    let out = ok(&["attach", "--all"]);
+    let taken = format!("pid-{}", other.pid());
+    let _taken_guard = NetnsGuard::new(&taken);
+    assert!(out.lines().any(|l| l.starts_with(&format!("{taken}\t"))), "{out}");
+    let link = Path::new("/run/netns").join(&taken);
+    let target = std::fs::read_link(&link).unwrap();
+    let replacement = Path::new("/run/netns").join(format!(".{taken}.person"));
+    std::os::unix::fs::symlink(&target, &replacement).unwrap();
+    std::fs::rename(&replacement, &link).unwrap();
+    drop(other);
+    let pruned = ok(&["attach", "--all", "--prune"]);
+    assert!(!pruned.contains(&taken), "a symlink a person put in place of ours is not pruned: {pruned}");
+    assert!(link.symlink_metadata().is_ok(), "{} is still there", link.display());
 }

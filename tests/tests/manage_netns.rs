@@ -70,7 +70,7 @@ fn iproute2_namespaces_are_seen_by_ours() {
     assert_eq!(entry["interfaces"], serde_json::json!(["lo"]), "a fresh namespace has only lo");
 
     let table = ok(&["list"]);
-    let row = table.lines().find(|l| l.split_whitespace().nth(2) == Some(name.as_str())).expect("a table row");
+    let row = table.lines().find(|l| l.split_whitespace().nth(3) == Some(name.as_str())).expect("a table row");
     assert!(row.starts_with(&expected_inode.to_string()), "row starts with the inode: {row}");
     assert!(table.lines().next().unwrap().starts_with("INODE"), "header: {table}");
 

@@ -576,3 +576,28 @@ async fn hostile_http_requests_get_4xx_and_the_agent_serves_on() {
     assert!(!log.iter().any(|l| l.contains("panicked")), "{log:#?}");
     assert_eq!(raw_request(addr, &get("/metrics", ""), timeout), Some(200));
 }
+
+/// `run --name-containers` with `/run/netns-monitor` read-only (systemd's `ProtectSystem=strict` without the
+/// drop-in the README gives) refuses to start, naming the directory, before anything is loaded.
+#[test]
+fn name_containers_refuses_to_start_where_it_cannot_keep_names() {
+    require_root();
+    let pins = PinDir::new("nsm-bad-names");
+    std::fs::create_dir_all("/run/netns-monitor/names").expect("make the registry directory");
+    // A mount namespace of the agent's own, so the read-only bind mount goes with it.
+    let script = r#"mount --bind -o ro /run/netns-monitor/names /run/netns-monitor/names && exec "$0" "$@""#;
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script])
+        .arg(netns::cli_path())
+        .args(["run", "--name-containers", "--pin-dir"])
+        .arg(&pins.path)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .expect("run the agent under unshare");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "refused: {stderr}");
+    for says in ["--name-containers", "/run/netns-monitor/names", "Read-only file system"] {
+        assert!(stderr.contains(says), "the error says {says:?}: {stderr}");
+    }
+    assert!(!pins.path.exists(), "nothing was loaded or pinned before the refusal");
+}

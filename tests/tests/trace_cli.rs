@@ -3,7 +3,7 @@
 
 use std::{fs::File, time::Duration};
 
-use netns_monitor_tests::{NamedNetns, TraceProcess, cli_command, netns, require_root, run_ok, sentinel};
+use netns_monitor_tests::{NamedNetns, TraceProcess, cli_command, inode, netns, require_root, run_ok, sentinel};
 use nix::sched::{CloneFlags, setns, unshare};
 use serde_json::Value;
 
@@ -212,4 +212,48 @@ fn help_documents_the_filters() {
     for flag in ["--json", "--pid", "--comm", "--netns", "--syscall", "--type", "--failed", "--count", "--duration"] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_own_setns_is_hidden_unless_asked_for() {
+    require_root();
+    let agent = netns_monitor_tests::agent::AgentProcess::start(&[]).await;
+    let agent_pid = agent.child.id().expect("agent pid").to_string();
+    let own_pid = std::process::id().to_string();
+    // Both traces see the agent's calls; only the second may print them. The first also lets this process's
+    // calls through (other tests' as well as the sentinel, which comes after the agent's calls): none of what
+    // it prints up to the sentinel may be the agent's.
+    let mut hidden =
+        TraceProcess::start(&["--json", "--syscall", "setns", "--pid", &agent_pid, "--pid", &own_pid]).await;
+    let shown =
+        TraceProcess::start(&["--json", "--syscall", "setns", "--pid", &agent_pid, "--include-agent", "--count", "1"])
+            .await;
+    // The agent enters both new namespaces to attach to their veth ends (or first another test's, made meanwhile).
+    let _pair = netns_monitor_tests::agent::VethPair::new(41);
+    let (lines, status) = shown.finish(DEADLINE).await;
+    assert!(status.success(), "{lines:?}");
+    let event: Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(event["pid"].to_string(), agent_pid, "{event}");
+    let entered = event["namespaces"]["net"]["new"].as_u64().unwrap();
+    assert_ne!(entered as u32, inode("/proc/self/ns/net"), "into another namespace than the host's: {event}");
+
+    let tid = sentinel();
+    let mut printed = Vec::new();
+    let reached = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = hidden.stdout.next_line().await.expect("read trace stdout") {
+            let event: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            let done = event["tid"] == tid;
+            printed.push(event);
+            if done {
+                return;
+            }
+        }
+        panic!("trace ended before the sentinel");
+    })
+    .await;
+    let _ = hidden.child.start_kill();
+    assert!(reached.is_ok(), "no sentinel (tid {tid}) within {DEADLINE:?}; printed {printed:#?}");
+    let agent_pid: u64 = agent_pid.parse().expect("a pid");
+    let agents: Vec<&Value> = printed.iter().filter(|event| event["pid"] == agent_pid).collect();
+    assert!(agents.is_empty(), "the agent's setns calls are hidden by default: {agents:#?}");
 }

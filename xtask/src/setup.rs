@@ -3,7 +3,8 @@
 //! Each step checks before it installs and says what it installs, so a second run prints "nothing to install".
 //! What a fresh machine of our kind lacks (see ../shared/TOOLCHAIN.md): nightly `rust-src` (for
 //! `-Z build-std=core` on bpfel-unknown-none), Debian's `llvm-22-dev` (same major as rustc's LLVM) and
-//! `bpf-linker` built against it, plus the Debian tools the tests use as oracles and traffic sources, and
+//! `bpf-linker` built against it, plus the Debian tools the tests use as oracles and traffic sources, the
+//! container runtimes the container tests drive (with systemd-nspawn pinned to the installed systemd), and
 //! `kubernetes-validate` (PyPI) in a virtual environment of the workspace for the deployment tests.
 
 use std::{path::Path, process::Command, time::Instant};
@@ -31,6 +32,25 @@ pub(crate) const KERNELS_PACKAGES: &[&str] =
 /// `systemd` (`systemd-analyze`) and `python3-venv` (the virtual environment for kubernetes-validate).
 const TEST_PACKAGES: &[&str] =
     &["iproute2", "util-linux", "nftables", "bpftool", "curl", "openssl", "prometheus", "systemd", "python3-venv"];
+/// Debian packages of the real-container tests (tests/tests/containers.rs, fixtures in tests/src/containers/):
+/// the runtimes (Docker, containerd's `ctr`, runc, Podman with its conmon, LXC); the CNI plugins (bridge,
+/// host-local) of Podman's network, only a Recommends; `dnsmasq-base` for the DHCP of `lxc-net`; and
+/// `busybox-static`, the root filesystem every runtime runs. Rootful only: no uidmap, slirp4netns or
+/// fuse-overlayfs. systemd-nspawn comes from [`SYSTEMD_PINNED`].
+const CONTAINER_PACKAGES: &[&str] = &[
+    "docker.io",
+    "containerd",
+    "runc",
+    "podman",
+    "conmon",
+    "containernetworking-plugins",
+    "lxc",
+    "dnsmasq-base",
+    "busybox-static",
+];
+/// Packages installed at the installed systemd's own version (`systemd-container` depends on `systemd (=
+/// VERSION)`: the mirror's newer one would upgrade systemd itself).
+const SYSTEMD_PINNED: &[&str] = &["systemd-container"];
 /// kubernetes-validate release the deployment tests validate the manifests with (its schemas go up to
 /// Kubernetes 1.37).
 const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
@@ -56,6 +76,9 @@ pub fn setup(args: &SetupArgs) -> anyhow::Result<Vec<String>> {
         packages.extend_from_slice(KERNELS_PACKAGES);
     }
     installed.extend(ensure_debian_packages(&packages)?);
+    if args.tests {
+        installed.extend(ensure_container_runtimes()?);
+    }
     installed.extend(ensure_nightly_rust_src()?);
     installed.extend(ensure_bpf_linker()?);
     if args.tests {
@@ -70,9 +93,29 @@ pub fn setup(args: &SetupArgs) -> anyhow::Result<Vec<String>> {
     Ok(installed)
 }
 
-fn dpkg_installed(package: &str) -> bool {
-    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
-        .is_some_and(|status| status.trim() == "install ok installed")
+/// Whether `spec` (`NAME`, or `NAME=VERSION` for exactly that version) is installed.
+fn dpkg_installed(spec: &str) -> bool {
+    let (package, version) = match spec.split_once('=') {
+        Some((package, version)) => (package, Some(version)),
+        None => (spec, None),
+    };
+    output(Command::new("dpkg-query").args(["-W", "-f=${Status}\t${Version}", package])).is_some_and(|line| {
+        let (status, installed) = line.trim().split_once('\t').unwrap_or((line.trim(), ""));
+        status == "install ok installed" && version.is_none_or(|wanted| wanted == installed)
+    })
+}
+
+/// The container runtimes, then systemd-container at the installed systemd's version (the test packages,
+/// installed before, include systemd).
+fn ensure_container_runtimes() -> anyhow::Result<Vec<String>> {
+    let mut installed = ensure_debian_packages(CONTAINER_PACKAGES)?;
+    let systemd = output(Command::new("dpkg-query").args(["-W", "-f=${Version}", "systemd"]))
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .context("systemd is not installed, so there is no version to pin systemd-container to")?;
+    let pinned: Vec<String> = SYSTEMD_PINNED.iter().map(|p| format!("{p}={systemd}")).collect();
+    installed.extend(ensure_debian_packages(&pinned.iter().map(String::as_str).collect::<Vec<_>>())?);
+    Ok(installed)
 }
 
 pub(crate) fn ensure_debian_packages(packages: &[&str]) -> anyhow::Result<Vec<String>> {

@@ -29,7 +29,7 @@ use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, core::C
 use super::topology::Topology;
 use crate::{
     bpf::{KernelCounters, Probes, ProgramStats},
-    inventory::{Inventory, Netns, ScanOptions, container},
+    inventory::{ContainerHint, Inventory, Namer, ScanOptions},
     traffic::counters::{Totals, TrafficMap},
 };
 
@@ -197,6 +197,10 @@ pub struct NetnsRow {
     pub source: &'static str,
     pub processes: u64,
     pub interfaces: u64,
+    /// The container's runtime, id and name (empty when it is in none, or the runtime records no name).
+    pub container_runtime: &'static str,
+    pub container_id: String,
+    pub container_name: String,
 }
 
 /// One counted interface.
@@ -221,17 +225,6 @@ pub struct Snapshot {
     pub programs: Vec<ProgramStats>,
     /// How long the previous scrape took.
     pub last_duration: f64,
-}
-
-/// The `name` label: a /run/netns name or bind mount, else a container hint from the processes' cgroups.
-fn label_name(ns: Option<&Netns>) -> String {
-    let Some(ns) = ns else {
-        return String::new();
-    };
-    ns.best_name()
-        .map(str::to_owned)
-        .or_else(|| container::of_pids(&ns.pids, 8).map(|hint| hint.netns_name()))
-        .unwrap_or_default()
 }
 
 impl StateCollector {
@@ -263,19 +256,25 @@ impl StateCollector {
         });
         let topology = self.topology.lock().unwrap_or_else(|p| p.into_inner()).clone();
 
-        // Namespaces: everything the scan sees, plus any the agent counts interfaces in but cannot see held.
-        let mut names: BTreeMap<u32, String> = BTreeMap::new();
+        // Namespaces: everything the scan sees, plus any the agent counts interfaces in but cannot see held. The
+        // `name` label is the one `list` and `stats` show.
+        let namer = Namer::new();
+        let mut names: BTreeMap<u32, (String, Option<ContainerHint>)> = BTreeMap::new();
         for ns in inventory.namespaces.values() {
-            names.insert(ns.inode, label_name(Some(ns)));
+            let (name, container) = namer.describe(ns);
+            names.insert(ns.inode, (name.unwrap_or_default(), container));
         }
         for key in topology.interfaces.keys() {
             names.entry(key.netns).or_default();
         }
         let namespaces = names
             .iter()
-            .map(|(&inode, name)| {
+            .map(|(&inode, (name, container))| {
                 let ns = inventory.get(inode);
                 NetnsRow {
+                    container_runtime: container.as_ref().map_or("", |c| c.runtime),
+                    container_id: container.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
+                    container_name: container.as_ref().and_then(|c| c.name.clone()).unwrap_or_default(),
                     inode,
                     name: name.clone(),
                     nsid: topology.nsids.get(&inode).copied(),
@@ -294,7 +293,7 @@ impl StateCollector {
                 .filter_map(|(key, device)| {
                     Some(InterfaceRow {
                         netns: key.netns,
-                        name: names.get(&key.netns).cloned().unwrap_or_default(),
+                        name: names.get(&key.netns).map(|(name, _)| name.clone()).unwrap_or_default(),
                         device: device.clone(),
                         totals: *totals.get(key)?,
                     })
@@ -355,6 +354,7 @@ enum Samples {
     RingbufFill,
     RingbufSize,
     ScrapeDuration,
+    Uncounted,
 }
 
 /// Every state family; names, help and types as documented in docs/metrics.md.
@@ -438,6 +438,12 @@ const STATE_FAMILIES: &[(&str, &str, &str, Samples)] = {
         ("netns_monitor_netns_interfaces", "Veth ends counted in the namespace.", "gauge", NetnsInterfaces),
         ("netns_monitor_events_lost_total", "Transition events dropped on a full ring buffer.", "counter", EventsLost),
         ("netns_monitor_ringbuf_size_bytes", "Size of the event ring buffer.", "gauge", RingbufSize),
+        (
+            "netns_monitor_uncounted_packets_total",
+            "Packets a classifier saw but could not count, by reason.",
+            "counter",
+            Uncounted,
+        ),
         (
             "netns_monitor_ringbuf_fill_ratio",
             "Highest ring buffer fill since the previous scrape.",
@@ -582,8 +588,28 @@ fn write_samples(snapshot: &Snapshot, sorted: &Sorted<'_>, name: &str, samples: 
             }
         }
         Samples::NetnsInfo => {
-            for (ns, labels) in &sorted.namespaces {
-                let mut extended = String::with_capacity(labels.len() + 32);
+            // Series are ordered by their label values in label-name order, and container_* sort before name: a
+            // stable sort on them keeps the (name, netns) order within ties.
+            let mut rows: Vec<&(&NetnsRow, String)> = sorted.namespaces.iter().collect();
+            rows.sort_by(|(a, _), (b, _)| {
+                (&a.container_id, &a.container_name, a.container_runtime).cmp(&(
+                    &b.container_id,
+                    &b.container_name,
+                    b.container_runtime,
+                ))
+            });
+            for (ns, labels) in rows {
+                let mut extended = String::with_capacity(labels.len() + 160);
+                for (label, value) in [
+                    ("container_id", ns.container_id.as_str()),
+                    ("container_name", &ns.container_name),
+                    ("container_runtime", ns.container_runtime),
+                ] {
+                    extended.push_str(label);
+                    extended.push_str("=\"");
+                    push_escaped(&mut extended, value);
+                    extended.push_str("\",");
+                }
                 extended.push_str(labels);
                 extended.push_str(",nsid=\"");
                 if let Some(id) = ns.nsid {
@@ -608,6 +634,12 @@ fn write_samples(snapshot: &Snapshot, sorted: &Sorted<'_>, name: &str, samples: 
         Samples::EventsLost => {
             if let Some((counters, _)) = &snapshot.kernel {
                 line_u64(out, name, "", None, counters.events_lost());
+            }
+        }
+        Samples::Uncounted => {
+            if let Some((counters, _)) = &snapshot.kernel {
+                line_u64(out, name, "", Some(("reason", "no_entry")), counters.traffic_no_entry);
+                line_u64(out, name, "", Some(("reason", "unknown_netns")), counters.traffic_unknown_netns);
             }
         }
         Samples::RingbufSize => {
@@ -736,6 +768,10 @@ mod tests {
             source,
             processes,
             interfaces,
+            // A container on every other inode, with a name that needs escaping on one.
+            container_runtime: if inode % 2 == 0 { "docker" } else { "" },
+            container_id: if inode % 2 == 0 { format!("{inode:064x}") } else { String::new() },
+            container_name: if inode % 4 == 0 { "web \"1\"".to_owned() } else { String::new() },
         };
         let iface = |netns, name: &str, device: &str, seed| InterfaceRow {
             netns,
@@ -761,7 +797,16 @@ mod tests {
                 iface(4026532302, "red", "eth0", u64::from(u32::MAX)),
             ],
             attached: 6,
-            kernel: Some((KernelCounters { lost_events: 7, ringbuf_high_water: 3000, ..Default::default() }, 4096)),
+            kernel: Some((
+                KernelCounters {
+                    lost_events: 7,
+                    ringbuf_high_water: 3000,
+                    traffic_no_entry: 5,
+                    traffic_unknown_netns: 1,
+                    ..Default::default()
+                },
+                4096,
+            )),
             programs: vec![
                 ProgramStats { name: "tc_ingress".into(), run_time: Duration::from_nanos(123_456_789), run_count: 42 },
                 ProgramStats { name: "sys_enter_setns".into(), run_time: Duration::ZERO, run_count: 0 },
@@ -782,8 +827,11 @@ mod tests {
                 Samples::Interface { .. } => iface,
                 Samples::Protocol { .. } => proto,
                 Samples::NetnsTraffic { .. } | Samples::NetnsProcesses | Samples::NetnsInterfaces => netns,
-                Samples::NetnsInfo => &["netns", "name", "nsid", "source"],
+                Samples::NetnsInfo => {
+                    &["netns", "name", "nsid", "source", "container_runtime", "container_id", "container_name"]
+                }
                 Samples::RunTime | Samples::Runs => &["program"],
+                Samples::Uncounted => &["reason"],
                 _ => &[],
             };
             let opts = opts(name, help);
@@ -821,7 +869,10 @@ mod tests {
             let inode = ns.inode.to_string();
             let nsid = ns.nsid.map(|id| id.to_string()).unwrap_or_default();
             match samples {
-                Samples::NetnsInfo => set(&[&inode, &ns.name, &nsid, ns.source], 1.0),
+                Samples::NetnsInfo => set(
+                    &[&inode, &ns.name, &nsid, ns.source, ns.container_runtime, &ns.container_id, &ns.container_name],
+                    1.0,
+                ),
                 Samples::NetnsProcesses => set(&[&inode, &ns.name], ns.processes as f64),
                 Samples::NetnsInterfaces => set(&[&inode, &ns.name], ns.interfaces as f64),
                 _ => {}
@@ -847,6 +898,10 @@ mod tests {
                 Samples::EventsLost => set(&[], counters.events_lost() as f64),
                 Samples::RingbufSize => set(&[], f64::from(*size)),
                 Samples::RingbufFill => set(&[], (counters.ringbuf_high_water as f64 / f64::from(*size)).min(1.0)),
+                Samples::Uncounted => {
+                    set(&["no_entry"], counters.traffic_no_entry as f64);
+                    set(&["unknown_netns"], counters.traffic_unknown_netns as f64);
+                }
                 _ => {}
             }
         }
@@ -894,7 +949,7 @@ mod tests {
             "netns_monitor_network_receive_protocol_bytes_total{device=\"eth0\",name=\"red\",netns=\"4026532302\",\
              protocol=\"udp\"} "
         ));
-        assert!(ours.contains("netns_monitor_netns_info{name=\"we\\\"ird\\\\na\\nme\",netns=\"4026532301\",nsid=\"3\",source=\"bind-mount\"} 1\n"));
+        assert!(ours.contains("netns_monitor_netns_info{container_id=\"\",container_name=\"\",container_runtime=\"\",name=\"we\\\"ird\\\\na\\nme\",netns=\"4026532301\",nsid=\"3\",source=\"bind-mount\"} 1\n"));
         assert!(ours.contains("netns_monitor_netns_receive_bytes_total{name=\"\",netns=\"4026531833\"} "));
     }
 

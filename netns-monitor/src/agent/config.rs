@@ -40,6 +40,7 @@ pub struct AgentConfig {
     pub web_config: Option<PathBuf>,
     pub pin_dir: Option<PathBuf>,
     pub ring_buffer_bytes: Option<u32>,
+    pub name_containers: Option<bool>,
 }
 
 impl AgentConfig {
@@ -83,12 +84,14 @@ mod tests {
 
     #[test]
     fn parses_every_field_and_resolves_relative_paths() {
-        let text = "listen: 127.0.0.1:9999\nweb_config: web.yml\npin_dir: /sys/fs/bpf/x\nring_buffer_bytes: 8192\n";
+        let text = "listen: 127.0.0.1:9999\nweb_config: web.yml\npin_dir: /sys/fs/bpf/x\nring_buffer_bytes: 8192\n\
+                    name_containers: true\n";
         let config = AgentConfig::parse(text, Path::new("/etc/netns-monitor")).unwrap();
         assert_eq!(config.listen, Some("127.0.0.1:9999".parse().unwrap()));
         assert_eq!(config.web_config, Some(PathBuf::from("/etc/netns-monitor/web.yml")));
         assert_eq!(config.pin_dir, Some(PathBuf::from("/sys/fs/bpf/x")));
         assert_eq!(config.ring_buffer_bytes, Some(8192));
+        assert_eq!(config.name_containers, Some(true));
         assert_eq!(AgentConfig::parse("", Path::new("/")).unwrap(), AgentConfig::default());
     }
 

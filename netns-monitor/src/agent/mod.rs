@@ -38,7 +38,10 @@ use crate::{
     bpf::{BpfError, Direction, LoadOptions, Probes, error_chain},
     inventory::{Inventory, InventoryError, ScanOptions, nsfs_inode},
     lifecycle::{LifecycleError, Tracker},
-    manage::rtnl::in_netns,
+    manage::{
+        autoname::{self, Change},
+        rtnl::in_netns,
+    },
     trace::event::{Event, EventKind, NsType},
     traffic::{
         TrafficError,
@@ -91,7 +94,22 @@ pub struct Agent {
     /// When a link notification last sent the agent scanning for a netns id it did not know (see
     /// [`Agent::resolve_nsid`]).
     last_resolve: Option<std::time::Instant>,
+    /// Container names kept under /run/netns (see [`Agent::name_containers`]).
+    naming: Naming,
 }
+
+/// The state of `--name-containers`: whether it is on, and whether a namespace came or went since the names
+/// were last reconciled.
+#[derive(Debug, Default)]
+struct Naming {
+    enabled: bool,
+    dirty: bool,
+}
+
+/// How soon after a namespace comes or goes (or a process moves into another) the names are reconciled: a
+/// container's runtime finishes setting it up (cgroup, state files) in that time, and a burst of namespaces
+/// costs one scan.
+const NAMING_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Agent {
     /// Loads, scans and attaches. Must run on a multi-threaded tokio runtime (attaching blocks briefly).
@@ -148,6 +166,7 @@ impl Agent {
             paths: HashMap::new(),
             own_netns,
             last_resolve: None,
+            naming: Naming::default(),
         };
         agent.sync_untracked(0);
         agent.rescan(inventory);
@@ -170,13 +189,57 @@ impl Agent {
         Arc::clone(&self.metrics)
     }
 
+    /// Keeps a /run/netns name for every container's namespace (`run --name-containers`): made, moved after a
+    /// restart and removed as `attach --all --prune` would, shortly after namespaces come or go.
+    pub fn name_containers(&mut self, enabled: bool) {
+        self.naming = Naming { enabled, dirty: enabled };
+    }
+
+    fn reconcile_names(&mut self) {
+        self.naming.dirty = false;
+        let changes = tokio::task::block_in_place(|| {
+            let inventory = Inventory::scan(&ScanOptions::default())?;
+            Ok::<_, InventoryError>(autoname::reconcile(
+                &inventory,
+                &autoname::Options { processes: false, prune: true },
+            ))
+        });
+        match changes {
+            Ok(changes) => {
+                for change in changes {
+                    match change {
+                        Change::Named { name, inode, outcome } => {
+                            tracing::info!(name, inode, ?outcome, "named a container's namespace");
+                        }
+                        Change::Removed { name } => {
+                            tracing::info!(name, "removed the name of a container that is gone")
+                        }
+                        Change::Failed { what, error } => {
+                            tracing::warn!(error = %error_chain(&error), "cannot {what}");
+                        }
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(error = %error_chain(&err), "cannot scan namespaces to name containers"),
+        }
+    }
+
     /// Follows kernel events until `shutdown` resolves. Pinned classifier links stay behind.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
         tokio::pin!(shutdown);
         let mut batch = Vec::new();
+        let mut naming_at = None;
         loop {
+            if self.naming.dirty && naming_at.is_none() {
+                naming_at = Some(tokio::time::Instant::now() + NAMING_DELAY);
+            }
+            let naming = tokio::time::sleep_until(naming_at.unwrap_or_else(tokio::time::Instant::now));
             tokio::select! {
                 () = &mut shutdown => break,
+                () = naming, if naming_at.is_some() => {
+                    naming_at = None;
+                    self.reconcile_names();
+                }
                 read = self.events.next_batch(&mut batch) => {
                     read.map_err(AgentError::Events)?;
                     // One rescan serves every creation in the batch whose creator is already gone: they all
@@ -215,6 +278,11 @@ impl Agent {
                 }
                 for ty in changed {
                     self.looped.transitions.with_label_values(&[syscall.name(), ty.proc_name()]).inc();
+                    // A runtime may make the namespace well before the container's first process joins it
+                    // (Docker's sandbox): only then can the namespace be told to be the container's.
+                    if ty == NsType::Net && event.errno().is_none() && event.pid != std::process::id() {
+                        self.naming.dirty |= self.naming.enabled;
+                    }
                 }
                 if let Some(errno) = event.errno() {
                     let errno = format!("{:?}", nix::errno::Errno::from_raw(errno));
@@ -223,6 +291,7 @@ impl Agent {
             }
             EventKind::NetnsCreated => {
                 self.looped.created.inc();
+                self.naming.dirty |= self.naming.enabled;
                 let (_, inode) = event.ns(NsType::Net);
                 let before = self.tracker.untracked();
                 let opened = self
@@ -244,6 +313,7 @@ impl Agent {
 
     fn on_destroyed(&mut self, inode: u32) {
         self.looped.destroyed.inc();
+        self.naming.dirty |= self.naming.enabled;
         self.paths.remove(&inode);
         if let Err(err) = self.attachments.remove_netns(inode) {
             tracing::warn!(inode, error = %error_chain(&err), "cannot clean up a destroyed namespace's interfaces");
@@ -405,8 +475,12 @@ impl Agent {
         let key = TrafficKey { netns: inode, ifindex: veth.ifindex };
         let mut probes = self.probes.lock().unwrap_or_else(|p| p.into_inner());
         let attached = tokio::task::block_in_place(|| {
-            self.attachments.attach(&mut probes, file.as_fd(), key, &veth.name).map(|_| ())
+            self.attachments.attach(&mut probes, file.as_fd(), key).map(|a| a.is_some())
         });
+        if let Ok(false) = attached {
+            // Moved to another namespace or deleted since the notification: its own notification follows.
+            tracing::debug!(inode, ifindex = veth.ifindex, name = veth.name, "interface gone before it was attached");
+        }
         if let Err(err) = attached {
             let hook = match &err {
                 TrafficError::Attach { direction: Direction::Egress, .. } => "tc_egress",

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::inventory::{self, ContainerHint, Inventory, ScanOptions, Source, container};
+use crate::inventory::{self, ContainerHint, Inventory, Namer, ScanOptions, Source};
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
@@ -21,6 +21,8 @@ pub struct ListArgs {
 #[derive(Debug, serde::Serialize)]
 struct Row {
     inode: u32,
+    /// The name `stats` and `/metrics` give it too (see `Netns::display_name`).
+    name: Option<String>,
     /// NSID in the current namespace, if one is assigned.
     nsid: Option<i32>,
     names: Vec<String>,
@@ -36,13 +38,16 @@ struct Row {
 pub fn list(ListArgs { json, fds }: ListArgs) -> anyhow::Result<ExitCode> {
     let inventory = Inventory::scan(&ScanOptions { fds }).context("cannot list the namespaces")?;
     let mut details = inventory::details(&inventory).context("cannot read namespace details")?;
+    let namer = Namer::new();
     let rows: Vec<Row> = inventory
         .namespaces
         .values()
         .map(|ns| {
             let details = details.remove(&ns.inode).unwrap_or_default();
+            let (name, container) = namer.describe(ns);
             Row {
                 inode: ns.inode,
+                name,
                 nsid: details.nsid,
                 names: ns.names.clone(),
                 bind_mounts: ns.bind_mounts.clone(),
@@ -50,8 +55,7 @@ pub fn list(ListArgs { json, fds }: ListArgs) -> anyhow::Result<ExitCode> {
                 fd_holders: ns.fd_holders.clone(),
                 interfaces: details.interfaces,
                 source: ns.source(),
-                // A few processes are enough: a container's processes share its cgroup subtree.
-                container: container::of_pids(&ns.pids, 4),
+                container,
             }
         })
         .collect();
@@ -72,8 +76,10 @@ fn print_table(rows: &[Row]) {
         } else {
             "-".to_owned()
         };
+        let name = row.name.clone().unwrap_or_else(|| "-".to_owned());
         [
             row.inode.to_string(),
+            name,
             row.nsid.map_or_else(|| "-".to_owned(), |id| id.to_string()),
             names,
             row.pids.len().to_string(),
@@ -82,5 +88,5 @@ fn print_table(rows: &[Row]) {
             row.container.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string),
         ]
     });
-    super::table::print(["INODE", "NSID", "NAMES", "PROCS", "INTERFACES", "SOURCE", "CONTAINER"], body);
+    super::table::print(["INODE", "NAME", "NSID", "NAMES", "PROCS", "INTERFACES", "SOURCE", "CONTAINER"], body);
 }

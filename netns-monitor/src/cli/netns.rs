@@ -7,8 +7,12 @@ use clap::Args;
 
 use super::UsageError;
 use crate::{
-    inventory::{Inventory, ScanOptions, container},
-    manage::{self, BadInput, exec, netns},
+    inventory::{Inventory, ScanOptions},
+    manage::{
+        self, BadInput,
+        autoname::{self, Change},
+        exec, netns,
+    },
 };
 
 /// Turns a library error into the CLI's: input errors become [`UsageError`] (exit 2), keeping the whole chain.
@@ -90,9 +94,17 @@ pub struct IdentifyArgs {
     pub pid: Option<u32>,
 }
 
+/// Prints the /run/netns names of the process's namespace, as `ip netns identify` does, then the other bind
+/// mounts of it (Docker's `/run/docker/netns/KEY`, ...), which `ip netns` cannot see.
 pub fn identify(IdentifyArgs { pid }: IdentifyArgs) -> anyhow::Result<ExitCode> {
-    for name in netns::identify(pid.unwrap_or_else(std::process::id)).map_err(classify)? {
+    let pid = pid.unwrap_or_else(std::process::id);
+    for name in netns::identify(pid).map_err(classify)? {
         println!("{name}");
+    }
+    let inode = netns::process_netns(pid).map_err(classify)?;
+    let inventory = Inventory::scan(&ScanOptions::default()).context("cannot list the namespaces")?;
+    for path in inventory.get(inode).map(|ns| ns.bind_mounts.as_slice()).unwrap_or_default() {
+        println!("{}", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -111,6 +123,11 @@ pub fn pids(PidsArgs { name }: PidsArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[derive(Debug, Args)]
+#[command(after_long_help = "\
+With --all, the names are symlinks to /proc/PID/ns/net, not bind mounts: they never keep a namespace alive. \
+When a container restarts, run `attach --all` again and its name follows it to the new namespace; until then \
+the name does not resolve (ip netns exec fails) instead of entering the dead namespace. The names attach --all \
+made are recorded in /run/netns-monitor/names; names anyone else made are never changed or removed.")]
 pub struct AttachArgs {
     /// Name to give the namespace.
     #[arg(required_unless_present = "all", conflicts_with = "all", requires = "pid")]
@@ -118,10 +135,14 @@ pub struct AttachArgs {
     /// Process whose network namespace gets the name.
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub pid: Option<u32>,
-    /// Name every unnamed namespace that has processes (other than the host's): after its container
-    /// (`docker-ID`, `containerd-ID`, ...) when the cgroup path says, else `pid-PID`.
+    /// Name every namespace that has processes and no name a person gave it (other than the host's): after
+    /// its container (`docker-ID`, `podman-ID`, `lxc-NAME`, `runc-ID`, `containerd-ID`, `systemd-nspawn-NAME`)
+    /// when it is in one, else `pid-PID`. Prints NAME and net:[INODE] for each name made or moved.
     #[arg(long)]
     pub all: bool,
+    /// With --all: also remove the names attach --all made whose container or process is gone.
+    #[arg(long, requires = "all")]
+    pub prune: bool,
 }
 
 pub fn attach(args: AttachArgs) -> anyhow::Result<ExitCode> {
@@ -130,32 +151,20 @@ pub fn attach(args: AttachArgs) -> anyhow::Result<ExitCode> {
             netns::attach(&name, pid).map_err(classify)?;
             Ok(ExitCode::SUCCESS)
         }
-        _ => attach_all(),
+        _ => attach_all(args.prune),
     }
 }
 
-fn attach_all() -> anyhow::Result<ExitCode> {
+fn attach_all(prune: bool) -> anyhow::Result<ExitCode> {
     let inventory = Inventory::scan(&ScanOptions::default()).context("cannot list the namespaces")?;
-    let host = [1, std::process::id()].map(|pid| netns::process_netns(pid).ok());
     let mut failed = false;
-    for ns in inventory.namespaces.values() {
-        if !ns.names.is_empty() || ns.pids.is_empty() || host.contains(&Some(ns.inode)) {
-            continue;
-        }
-        let preferred =
-            container::of_pids(&ns.pids, 16).map_or_else(|| format!("pid-{}", ns.pids[0]), |hint| hint.netns_name());
-        let mut result = netns::attach(&preferred, ns.pids[0]);
-        let mut name = preferred.clone();
-        if matches!(result, Err(netns::NetnsError::Exists { .. })) {
-            // The name is taken by another namespace (a reused pid, a recreated container): qualify it.
-            name = format!("{preferred}-{}", ns.inode);
-            result = netns::attach(&name, ns.pids[0]);
-        }
-        match result {
-            Ok(()) => println!("{name}\tnet:[{}]", ns.inode),
-            Err(err) => {
+    for change in autoname::reconcile(&inventory, &autoname::Options { processes: true, prune }) {
+        match change {
+            Change::Named { name, inode, .. } => println!("{name}\tnet:[{inode}]"),
+            Change::Removed { name } => println!("removed {name}"),
+            Change::Failed { what, error } => {
                 failed = true;
-                eprintln!("netns-monitor: error: cannot name net:[{}]: {:#}", ns.inode, anyhow::Error::new(err));
+                eprintln!("netns-monitor: error: cannot {what}: {:#}", anyhow::Error::new(error));
             }
         }
     }

@@ -26,7 +26,8 @@ pub struct RunArgs {
     /// (see deploy/web-config.example.yml).
     #[arg(long, value_name = "FILE")]
     web_config: Option<PathBuf>,
-    /// YAML file with the same settings as these flags (listen, web_config, pin_dir, ring_buffer_bytes);
+    /// YAML file with the same settings as these flags (listen, web_config, pin_dir, ring_buffer_bytes,
+    /// name_containers);
     /// flags given here win.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -37,6 +38,11 @@ pub struct RunArgs {
     /// Size of the transition event ring buffer in bytes: a power of two, at least the page size (4096).
     #[arg(long, value_name = "BYTES")]
     ring_buffer_bytes: Option<u32>,
+    /// Keep a /run/netns name for every container's namespace, as `attach --all` makes them (symlinks that
+    /// never keep a namespace alive), following each container across restarts and removing the name when
+    /// the container is gone.
+    #[arg(long)]
+    name_containers: bool,
     /// Testing and debugging: trace only the transitions of process PID (filtered in the kernel, so the
     /// transition and lost-event counters then cover that process alone). Traffic counting is unaffected.
     #[arg(long, value_name = "PID", hide = true)]
@@ -65,6 +71,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Some(WebConfig::load(&path).map_err(|err| UsageError(crate::bpf::error_chain(&err)))?),
         None => None,
     };
+    let name_containers = args.name_containers || file.name_containers.unwrap_or(false);
+    if name_containers {
+        crate::manage::autoname::ready().context("--name-containers cannot keep names under /run/netns")?;
+    }
 
     // Before the capabilities go: raising the limit needs CAP_SYS_RESOURCE, which is not kept.
     crate::bpf::memlock::raise();
@@ -86,7 +96,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let continuing = startup.without(CapSet::of(privileges::AGENT_STARTUP_ONLY.iter().copied()));
     privileges::restrict_to(continuing).context("cannot drop the start-up capabilities")?;
     tracing::info!(kept = %continuing.names(), "programs loaded; start-up capabilities dropped");
-    super::runtime()?.block_on(serve(probes, server))
+    super::runtime()?.block_on(serve(probes, server, name_containers))
 }
 
 /// Checks that the agent holds what it needs and drops everything else; returns what it kept.
@@ -117,8 +127,9 @@ fn drop_privileges(listen: SocketAddr) -> anyhow::Result<CapSet> {
     Ok(kept)
 }
 
-async fn serve(probes: Probes, server: MetricsServer) -> anyhow::Result<ExitCode> {
-    let agent = Agent::start_with(probes).await?;
+async fn serve(probes: Probes, server: MetricsServer, name_containers: bool) -> anyhow::Result<ExitCode> {
+    let mut agent = Agent::start_with(probes).await?;
+    agent.name_containers(name_containers);
     let metrics = agent.metrics();
     let render: Render = Arc::new(move || metrics.render().map_err(Into::into));
     tracing::info!(address = %server.local_addr(), "serving /metrics");

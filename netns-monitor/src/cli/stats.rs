@@ -9,7 +9,7 @@ use netns_monitor_common::traffic::{DIR_EGRESS, DIR_INGRESS, PROTO_ICMP, PROTO_O
 use super::UsageError;
 use crate::{
     bpf::DEFAULT_PIN_DIR,
-    inventory::{Inventory, ScanOptions},
+    inventory::{Inventory, Namer, ScanOptions},
     manage::rtnl::in_netns,
     traffic::{
         counters::{Totals, TrafficMap},
@@ -109,6 +109,7 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
     if let Some(inode) = only {
         by_netns.entry(inode).or_default();
     }
+    let namer = Namer::new();
     let namespaces: Vec<Namespace> = by_netns
         .into_iter()
         .map(|(netns, mut interfaces)| {
@@ -126,7 +127,7 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
             };
             Namespace {
                 netns,
-                name: ns.and_then(|ns| ns.best_name()).map(str::to_owned),
+                name: ns.and_then(|ns| namer.describe(ns).0),
                 stale: ns.is_none(),
                 rx: sum(DIR_INGRESS),
                 tx: sum(DIR_EGRESS),

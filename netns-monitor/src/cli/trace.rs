@@ -48,6 +48,9 @@ pub struct TraceArgs {
     /// Only failed calls (reported with their errno).
     #[arg(long)]
     failed: bool,
+    /// Also show the agent's own calls (`netns-monitor run` enters every new namespace to count its traffic).
+    #[arg(long)]
+    include_agent: bool,
     /// Stop after printing N events.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
@@ -89,6 +92,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         count: args.count,
         duration,
         ring_buffer_bytes: args.ring_buffer_bytes,
+        include_agent: args.include_agent,
     };
     let mut stdout = std::io::stdout().lock();
     let mut stderr = std::io::stderr();

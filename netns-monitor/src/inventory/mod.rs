@@ -16,12 +16,14 @@
 
 pub mod container;
 pub mod details;
+mod naming;
 mod scan;
 
 use std::{collections::BTreeMap, path::PathBuf};
 
 pub use container::ContainerHint;
 pub use details::{Details, details};
+pub use naming::Namer;
 pub use scan::{NETNS_RUN_DIR, ScanOptions, nsfs_inode, parse_ns_link};
 
 /// Errors discovering namespaces. Per-process failures (a process that exits mid-scan, or one whose
@@ -89,6 +91,14 @@ impl Netns {
         } else {
             Source::Fd
         }
+    }
+
+    /// The one name `list`, `stats` and `/metrics` give the namespace: a name a person gave it under /run/netns,
+    /// else its container's (the runtime's name, else `RUNTIME-SHORTID`), else a name `attach --all` or the
+    /// runtime gave it, else the last component of a bind mount (Docker's sandbox key).
+    pub fn display_name(&self, container: Option<&ContainerHint>, ours: impl Fn(&str) -> bool) -> Option<String> {
+        let chosen = self.names.iter().find(|name| !ours(name) && !crate::manage::autoname::runtime_made(name));
+        chosen.cloned().or_else(|| container.map(ContainerHint::label)).or_else(|| self.best_name().map(str::to_owned))
     }
 
     /// The best label: the first `/run/netns` name, else the last path component of a bind mount.

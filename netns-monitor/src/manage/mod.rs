@@ -1,6 +1,7 @@
 //! Managing network namespaces, the `ip netns` way but through netlink and system calls only (no `ip`,
 //! `iptables` or `nft` processes):
 //! - [`netns`]: named namespaces under /run/netns (add, del, attach, identify, pids), iproute2's on-disk form,
+//! - [`autoname`]: the names `attach --all` gives, symlinks that never keep a namespace alive,
 //! - [`exec`]: run a command inside one, with `ip netns exec`'s mount and /etc semantics,
 //! - [`veth`]: veth pairs with addresses, `lo` and a default route, undone on failure,
 //! - [`nat`]: masquerade and port forwards, as rules in our own nftables table ([`nft`]),
@@ -9,6 +10,7 @@
 //! Every error says which object it is about. Errors caused by the input (a bad name, a missing namespace, an
 //! interface that already exists) report [`BadInput::is_bad_input`], so the CLI can exit with 2 for them.
 
+pub mod autoname;
 pub mod cidr;
 pub mod exec;
 pub mod name;

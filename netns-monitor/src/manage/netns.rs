@@ -161,15 +161,21 @@ pub fn attach(name: &str, pid: u32) -> Result<(), NetnsError> {
 pub fn del(name: &str) -> Result<(), NetnsError> {
     validate_netns_name(name)?;
     let path = path_of(name);
-    if std::fs::symlink_metadata(&path).is_err() {
+    let Ok(meta) = std::fs::symlink_metadata(&path) else {
         return Err(NetnsError::Missing { name: name.to_owned() });
+    };
+    // A symlink (`attach --all`'s names, or `ln -s /proc/PID/ns/net`) is no mount point: unmounting would
+    // follow it.
+    if !meta.file_type().is_symlink() {
+        // EINVAL: not a mount point (a stale file from an interrupted add); the unlink below still cleans it up.
+        match umount2(&path, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(Errno::EINVAL) => {}
+            Err(source) => return Err(NetnsError::Remove { path, source }),
+        }
     }
-    // EINVAL: not a mount point (a stale file from an interrupted add); the unlink below still cleans it up.
-    match umount2(&path, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(Errno::EINVAL) => {}
-        Err(source) => return Err(NetnsError::Remove { path, source }),
-    }
-    unlink(&path).map_err(|source| NetnsError::Remove { path, source })
+    unlink(&path).map_err(|source| NetnsError::Remove { path, source })?;
+    super::autoname::forget_foreign();
+    Ok(())
 }
 
 /// Names under `/run/netns`, sorted, with the inode of live ones (`None` for a stale file).
@@ -240,7 +246,7 @@ pub fn pids(name: &str) -> Result<Vec<u32>, NetnsError> {
 
 /// Makes `/run/netns` exist and be a shared mount, so that unmounting a name in one mount namespace unmounts it
 /// in all of them and the namespace can be freed (iproute2 does the same).
-fn prepare_run_dir() -> Result<(), NetnsError> {
+pub(crate) fn prepare_run_dir() -> Result<(), NetnsError> {
     let dir = NETNS_RUN_DIR;
     match nix::unistd::mkdir(dir, Mode::from_bits_truncate(0o755)) {
         Ok(()) | Err(Errno::EEXIST) => {}

@@ -1,39 +1,65 @@
 //! Names for namespace inodes, kept correct for namespaces named after the trace started.
 //!
-//! Names come from the [`Inventory`]. Rescanning on every unknown inode would cost a /proc walk per event for
-//! anonymous namespaces, so the inventory is refreshed only when the mount table changed since the last look:
-//! `/proc/self/mountinfo` signals POLLPRI on every mount or unmount (`mounts_poll` in fs/proc_namespace.c),
-//! and a name under /run/netns is a mount. A namespace named by `ip netns add` just before it is entered is
-//! therefore named in the setns event that follows.
+//! Names are the ones `list` shows ([`Namer`]: a person's `/run/netns` name, else the container's, else a
+//! bind mount's). Rescanning on every unknown inode would cost a /proc walk per event for anonymous
+//! namespaces, so the inventory is refreshed when the mount table changed since the last look and an inode
+//! has no name (`/proc/self/mountinfo` signals POLLPRI on every mount or unmount, `mounts_poll` in
+//! fs/proc_namespace.c, and `ip netns add|attach` names are mounts: a namespace named just before it is
+//! entered is named in the setns event that follows), and otherwise at most every [`MAX_AGE`] while events
+//! come: what mounts do not show (a container's first process joining a namespace its runtime made earlier,
+//! the symlinks of `attach --all`) shows within that time.
 
-use std::{fs::File, io, os::fd::AsFd as _};
+use std::{
+    collections::HashMap,
+    fs::File,
+    io,
+    os::fd::AsFd as _,
+    time::{Duration, Instant},
+};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::inventory::{Inventory, InventoryError, ScanOptions};
+use crate::inventory::{Inventory, InventoryError, Namer, ScanOptions};
+
+/// How old the names may get while events come.
+pub const MAX_AGE: Duration = Duration::from_secs(2);
 
 /// Inode -> name lookups backed by an inventory that refreshes on mount-table changes.
 pub struct Names {
     inventory: Inventory,
+    refreshed: Instant,
+    namer: Namer,
+    /// Names worked out so far (container lookups read /proc): valid until the next refresh.
+    shown: HashMap<u32, Option<String>>,
     mountinfo: File,
 }
 
 impl Names {
     /// Starts from `inventory` (already scanned by the caller).
     pub fn new(inventory: Inventory) -> io::Result<Self> {
-        Ok(Self { inventory, mountinfo: File::open("/proc/self/mountinfo")? })
+        Ok(Self {
+            inventory,
+            refreshed: Instant::now(),
+            namer: Namer::new(),
+            shown: HashMap::new(),
+            mountinfo: File::open("/proc/self/mountinfo")?,
+        })
     }
 
-    /// The best name of the namespace with this inode, if it has one.
+    /// The name `list` gives the namespace with this inode, if it has one.
     pub fn name(&mut self, inode: u32) -> Option<&str> {
         if inode != 0
-            && self.inventory.name_of(inode).is_none()
-            && self.mounts_changed()
+            && (self.refreshed.elapsed() >= MAX_AGE || (self.lookup(inode).is_none() && self.mounts_changed()))
             && let Err(err) = self.refresh()
         {
             tracing::warn!(error = %crate::bpf::error_chain(&err), "cannot refresh namespace names");
         }
-        self.inventory.name_of(inode)
+        self.lookup(inode)
+    }
+
+    fn lookup(&mut self, inode: u32) -> Option<&str> {
+        let Self { inventory, namer, shown, .. } = self;
+        shown.entry(inode).or_insert_with(|| inventory.get(inode).and_then(|ns| namer.describe(ns).0)).as_deref()
     }
 
     /// The current inventory.
@@ -41,9 +67,12 @@ impl Names {
         &self.inventory
     }
 
-    /// Rescans now (names, bind mounts and processes).
+    /// Rescans now (names, bind mounts, processes, and which containers they run in).
     pub fn refresh(&mut self) -> Result<&Inventory, InventoryError> {
         self.inventory = Inventory::scan(&ScanOptions::default())?;
+        self.refreshed = Instant::now();
+        self.namer = Namer::new();
+        self.shown.clear();
         Ok(&self.inventory)
     }
 

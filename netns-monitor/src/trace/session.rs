@@ -15,7 +15,10 @@ use super::{
 };
 use crate::{
     bpf::{BpfError, LoadOptions, Probes},
-    inventory::{Inventory, ScanOptions},
+    inventory::{
+        Inventory, ScanOptions,
+        container::{runs_root_executable, start_time},
+    },
     lifecycle::{LifecycleError, Tracker},
 };
 
@@ -30,6 +33,9 @@ pub struct TraceOptions {
     pub duration: Option<Duration>,
     /// Ring buffer size override (see [`LoadOptions::ring_buffer_bytes`]).
     pub ring_buffer_bytes: Option<u32>,
+    /// Also show what the agent (`netns-monitor run`) does itself: it enters every new namespace to attach its
+    /// classifiers, which would otherwise follow every namespace's creation.
+    pub include_agent: bool,
 }
 
 /// How a session went.
@@ -84,6 +90,7 @@ pub async fn run(
     let mut events = probes.events()?;
     let mut tracker = Tracker::start(&inventory).await?;
     let mut names = Names::new(inventory).map_err(TraceError::Names)?;
+    let mut agents = AgentPids::default();
     let clock = Clock::now();
     // Scripts (and the tests) wait for this line before acting.
     tracing::info!(tracked = tracker.tracked(), "programs attached; tracing");
@@ -119,7 +126,8 @@ pub async fn run(
                 None => break Err(Stop::Error(TraceError::Lifecycle(LifecycleError::Closed))),
             },
         }
-        match handle_batch(&mut batch, &options, &mut tracker, &mut names, &clock, out, &mut summary).await {
+        match handle_batch(&mut batch, &options, &mut tracker, &mut names, &mut agents, &clock, out, &mut summary).await
+        {
             Ok(true) => {}
             Ok(false) => break Ok(()),
             Err(stop) => break Err(stop),
@@ -135,11 +143,13 @@ pub async fn run(
 }
 
 /// Tracks, filters and prints a batch; `Ok(false)` once `--count` is reached.
+#[allow(clippy::too_many_arguments)]
 async fn handle_batch(
     batch: &mut Vec<Event>,
     options: &TraceOptions,
     tracker: &mut Tracker,
     names: &mut Names,
+    agents: &mut AgentPids,
     clock: &Clock,
     out: &mut impl Write,
     summary: &mut Summary,
@@ -151,7 +161,7 @@ async fn handle_batch(
                 .track_created(inode, event.pid, event.tid, || Inventory::scan(&ScanOptions { fds: true }).ok())
                 .await;
         }
-        if !options.filter.matches(&event) {
+        if !options.filter.matches(&event) || (!options.include_agent && agents.is_agent(event.pid)) {
             continue;
         }
         render::write(out, options.format, &event, names, clock).map_err(output)?;
@@ -161,6 +171,30 @@ async fn handle_batch(
         }
     }
     Ok(true)
+}
+
+/// Tells the agent's processes from others: `netns-monitor run` by its command line, run as root from a root-owned
+/// executable (so that an unprivileged process cannot hide its setns calls by calling itself the agent). The
+/// verdict is kept per process, a pid with its start time, so a reused pid is looked at again.
+#[derive(Debug, Default)]
+struct AgentPids {
+    verdicts: std::collections::HashMap<(u32, u64), bool>,
+}
+
+impl AgentPids {
+    fn is_agent(&mut self, pid: u32) -> bool {
+        let Some(started) = start_time(pid) else { return false };
+        *self.verdicts.entry((pid, started)).or_insert_with(|| {
+            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+            let mut args = raw.split(|&b| b == 0);
+            let program = args.next().unwrap_or_default();
+            let base = program.rsplit(|&b| b == b'/').next().unwrap_or_default();
+            // The first argument that is not an option is the subcommand.
+            base.starts_with(b"netns-monitor")
+                && args.find(|a| !a.starts_with(b"-")) == Some(&b"run"[..])
+                && runs_root_executable(pid)
+        })
+    }
 }
 
 /// Prints a warning line when the kernel dropped events since the last look.

@@ -22,7 +22,7 @@
 use std::{
     collections::BTreeMap,
     io,
-    os::fd::BorrowedFd,
+    os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
     path::{Path, PathBuf},
 };
 
@@ -108,19 +108,101 @@ impl Attachments {
         self.links_dir.join(format!("{}-{}-{}", key.netns, key.ifindex, direction.as_str()))
     }
 
-    /// Attaches both classifiers to interface `ifindex` named `name` in namespace `netns` (held open by
-    /// `netns_fd`), adopting pinned links where they exist. Idempotent.
+    /// Attaches both classifiers to interface `key.ifindex` of namespace `key.netns` (held open by
+    /// `netns_fd`), adopting pinned links where they exist. Idempotent. `Ok(None)` when the interface is no
+    /// longer in that namespace (moved to another one, or deleted: a notification of that follows), which is
+    /// not a failure.
+    ///
+    /// The name is looked up from the ifindex inside the namespace just before attaching (aya attaches by
+    /// name): runtimes rename the ends they make (Docker's `vethXXXX` becomes `eth0` in the container), so the
+    /// name a notification carried may be gone. A rename between the lookup and the attach is retried.
+    ///
+    /// A new interface's counters start at what the kernel counted on it before the classifiers ran, under
+    /// protocol "other": a container's first packets pass before any notification of its interface can be
+    /// read, and the totals must be the kernel's from the first packet.
     pub fn attach(
         &mut self,
         probes: &mut Probes,
         netns_fd: BorrowedFd<'_>,
         key: TrafficKey,
-        name: &str,
-    ) -> Result<&Attached, TrafficError> {
-        if self.attached.get(&key).is_some_and(|a| a.name == name) {
-            return Ok(&self.attached[&key]);
+    ) -> Result<Option<&Attached>, TrafficError> {
+        const ATTEMPTS: usize = 3;
+        // A TCX link that moved here with the device (see [`Self::remove`]) holds our program until the kernel
+        // releases it: attaching meanwhile fails with EEXIST. How long to wait for that, in steps.
+        const HELD_STEPS: usize = 50;
+        const HELD_STEP: std::time::Duration = std::time::Duration::from_millis(10);
+        let (mut attempts, mut held) = (0, 0);
+        while attempts < ATTEMPTS {
+            let counted = self.map.contains(&key);
+            let Some((name, _)) =
+                in_netns(Some(netns_fd), || current(key.ifindex, false)).map_err(TrafficError::Thread)?
+            else {
+                return Ok(None);
+            };
+            if self.attached.get(&key).is_some_and(|a| a.name == name) {
+                return Ok(self.attached.get(&key));
+            }
+            match self.attach_named(probes, netns_fd, key, &name) {
+                Ok(adopted) => {
+                    if !counted {
+                        // The classifiers memoise each device's namespace. One that just moved here (CNI makes
+                        // the host end in the container's namespace, then moves it out) would go on being
+                        // counted under its old namespace until the memo is dropped: drop it before the kernel's
+                        // counters are read, or what passes between that read and the agent's next publish is
+                        // in neither the seed nor this entry.
+                        probes.bump_link_generation().map_err(TrafficError::Bpf)?;
+                        self.start_counting(netns_fd, key)?;
+                    }
+                    self.attached.insert(key, Attached { name, adopted });
+                    return Ok(self.attached.get(&key));
+                }
+                // Renamed or moved away between the lookup and the attach: look again.
+                Err(TrafficError::Attach { source, .. }) if has_errno_in_chain(&source, libc::ENODEV) => attempts += 1,
+                Err(TrafficError::Attach { source, .. })
+                    if tcx_available() && held < HELD_STEPS && has_errno_in_chain(&source, libc::EEXIST) =>
+                {
+                    held += 1;
+                    std::thread::sleep(HELD_STEP);
+                }
+                Err(err) => return Err(err),
+            }
         }
-        self.map.ensure(key)?;
+        Ok(None)
+    }
+
+    /// Creates the counters of a newly attached interface at what the kernel counted on it so far. Until the
+    /// entry exists the classifiers count nothing (no entry), so reading the kernel's counters and then creating
+    /// the entry, back to back on one thread, leaves only the few microseconds between the two for a packet to
+    /// be missed, instead of the whole attach.
+    fn start_counting(&mut self, netns_fd: BorrowedFd<'_>, key: TrafficKey) -> Result<(), TrafficError> {
+        let map = &mut self.map;
+        in_netns(Some(netns_fd), || {
+            let before = match current(key.ifindex, true) {
+                Some((_, Some(totals))) => totals,
+                Some((name, None)) => {
+                    tracing::warn!(
+                        device = name,
+                        netns = key.netns,
+                        "cannot read what the kernel counted before attaching (/proc/net/dev); counting from zero"
+                    );
+                    KernelTotals::default()
+                }
+                // Gone already: nothing will be counted on it.
+                None => KernelTotals::default(),
+            };
+            map.ensure(key, before)
+        })
+        .map_err(TrafficError::Thread)?
+    }
+
+    /// Both directions on the interface named `name` now; whether both were adopted from pins.
+    fn attach_named(
+        &mut self,
+        probes: &mut Probes,
+        netns_fd: BorrowedFd<'_>,
+        key: TrafficKey,
+        name: &str,
+    ) -> Result<bool, TrafficError> {
         let mut adopted = true;
         for direction in Direction::BOTH {
             let pin = self.pin_path(key, direction);
@@ -130,16 +212,24 @@ impl Attachments {
                 .map_err(|source| TrafficError::Attach { name: name.to_owned(), direction, source })?;
             adopted &= !fresh;
         }
-        self.attached.insert(key, Attached { name: name.to_owned(), adopted });
-        Ok(&self.attached[&key])
+        Ok(adopted)
     }
 
-    /// Forgets an interface that is gone: removes its pins (the kernel already detached the programs) and its
-    /// counters.
+    /// Forgets an interface that is gone from the namespace: detaches and removes its pins, and its counters.
+    ///
+    /// Gone may mean moved: a TCX link stays attached to its device when the device moves to another namespace
+    /// (Docker makes a container's end in the host and moves it in), and attaching our program again there fails
+    /// with EEXIST while the old link holds it. Removing the pin alone releases the link only when the kernel's
+    /// deferred work gets to it, so the link is detached first, at once (the move's RTM_DELLINK is read before
+    /// the RTM_NEWLINK in the new namespace). For a deleted device the kernel has detached it already.
     pub fn remove(&mut self, key: TrafficKey) -> Result<(), TrafficError> {
         self.attached.remove(&key);
         for direction in Direction::BOTH {
-            remove_pin(&self.pin_path(key, direction))?;
+            let pin = self.pin_path(key, direction);
+            if tcx_available() {
+                detach_pinned(&pin);
+            }
+            remove_pin(&pin)?;
         }
         self.map.remove(&key)
     }
@@ -179,6 +269,57 @@ impl Attachments {
     }
 }
 
+/// What the kernel counted on an interface: (rx bytes, rx packets, tx bytes, tx packets).
+pub type KernelTotals = [u64; 4];
+
+/// Runs inside the interface's namespace: its current name, and (when `totals`) what the kernel counted on it
+/// so far (`/proc/thread-self/net/dev`: the calling thread's namespace). `None` when no interface has that
+/// index here.
+fn current(ifindex: u32, totals: bool) -> Option<(String, Option<KernelTotals>)> {
+    let mut buffer = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: if_indextoname writes at most IF_NAMESIZE bytes (NUL included) into the buffer it is given.
+    let found = unsafe { libc::if_indextoname(ifindex, buffer.as_mut_ptr()) };
+    if found.is_null() {
+        return None;
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(buffer.as_ptr()) }.to_string_lossy().into_owned();
+    let totals = totals
+        .then(|| std::fs::read_to_string("/proc/thread-self/net/dev").ok())
+        .flatten()
+        .and_then(|text| dev_totals(&text, &name));
+    Some((name, totals))
+}
+
+/// The counters of `name` in the text of `/proc/net/dev`.
+pub fn dev_totals(text: &str, name: &str) -> Option<KernelTotals> {
+    text.lines().skip(2).find_map(|line| {
+        let (device, fields) = line.split_once(':')?;
+        if device.trim() != name {
+            return None;
+        }
+        let fields: Vec<u64> = fields.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+        // receive: bytes packets errs drop fifo frame compressed multicast; transmit: bytes packets ...
+        Some([*fields.first()?, *fields.get(1)?, *fields.get(8)?, *fields.get(9)?])
+    })
+}
+
+/// Whether an attach failed with `errno` anywhere in its chain: ENODEV when the interface name no longer
+/// exists here (renamed or moved away), EEXIST when our program is on the device already.
+fn has_errno_in_chain(err: &aya::programs::ProgramError, errno: i32) -> bool {
+    if has_errno(err, errno) {
+        return true;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(err) = source {
+        if err.downcast_ref::<io::Error>().is_some_and(|e| e.raw_os_error() == Some(errno)) {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 /// `<netns>-<ifindex>-<direction>` back to its key.
 fn parse_pin_name(name: &str) -> Option<TrafficKey> {
     let mut parts = name.splitn(3, '-');
@@ -193,6 +334,31 @@ fn remove_pin(path: &Path) -> Result<(), TrafficError> {
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(source) => Err(TrafficError::Pin { path: path.display().to_string(), source }),
     }
+}
+
+/// Detaches the link pinned at `path` from its device now (`BPF_OBJ_GET`, then `BPF_LINK_DETACH`, Linux 5.9;
+/// TCX links implement it). Best effort: a link whose device is gone is detached already.
+fn detach_pinned(path: &Path) {
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_LINK_DETACH: libc::c_long = 34;
+    let Ok(path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return };
+    // union bpf_attr for BPF_OBJ_GET: pathname (u64), bpf_fd (u32), file_flags (u32); the rest zero.
+    let mut get = [0u64; 2];
+    get[0] = path.as_ptr() as u64;
+    // SAFETY: `get` is a valid, initialised bpf_attr prefix of the size passed; `path` outlives the call. The
+    // kernel only reads the attr and the NUL-terminated path.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, get.as_ptr(), size_of_val(&get) as libc::c_uint) };
+    let Ok(fd) = i32::try_from(fd) else { return };
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: BPF_OBJ_GET returned a new fd that nothing else owns.
+    let link = unsafe { OwnedFd::from_raw_fd(fd) };
+    // union bpf_attr for BPF_LINK_DETACH: link_fd (u32); the rest zero.
+    let detach = [link.as_raw_fd() as u32, 0, 0, 0];
+    // SAFETY: `detach` is a valid bpf_attr prefix of the size passed, read only; `link` is open during the call.
+    let _ =
+        unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_DETACH, detach.as_ptr(), size_of_val(&detach) as libc::c_uint) };
 }
 
 /// Runs inside the interface's namespace. Returns whether a new link was made (false: a pin was adopted).
@@ -282,6 +448,17 @@ fn has_errno(err: &aya::programs::ProgramError, errno: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proc_net_dev_is_read_per_device() {
+        let text = "Inter-|   Receive                                                |  Transmit\n \
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
+lo:     140       2    0    0    0     0          0         0      140       2    0    0    0     0       0          0\n  \
+eth0:    1046      11    0    0    0     0          0         0     2006      19    0    0    0     0       0          0\n";
+        assert_eq!(dev_totals(text, "eth0"), Some([1046, 11, 2006, 19]));
+        assert_eq!(dev_totals(text, "lo"), Some([140, 2, 140, 2]));
+        assert_eq!(dev_totals(text, "eth"), None);
+    }
 
     #[test]
     fn pin_names_round_trip() {

@@ -12,7 +12,9 @@ use std::{
 };
 
 use aya::maps::{Map, MapData, MapError, PerCpuHashMap, PerCpuValues};
-use netns_monitor_common::traffic::{DIR_COUNT, PROTO_COUNT, TrafficCounters, TrafficKey};
+use netns_monitor_common::traffic::{
+    DIR_COUNT, DIR_EGRESS, DIR_INGRESS, PROTO_COUNT, PROTO_OTHER, TrafficCounters, TrafficKey,
+};
 
 use super::TrafficError;
 use crate::bpf::maps::TRAFFIC;
@@ -171,16 +173,28 @@ impl TrafficMap {
         Ok(all)
     }
 
-    /// Creates a zeroed entry for `key` unless one exists (so a restarted agent keeps counting from where the
-    /// pinned map is).
-    pub fn ensure(&mut self, key: TrafficKey) -> Result<(), TrafficError> {
-        if self.map.get(&key, 0).is_ok() {
+    /// Whether `key` has counters.
+    pub fn contains(&self, key: &TrafficKey) -> bool {
+        self.map.get(key, 0).is_ok()
+    }
+
+    /// Creates the entry for `key` unless one exists (so a restarted agent keeps counting from where the
+    /// pinned map is), starting at `before` (rx bytes, rx packets, tx bytes, tx packets: what passed before the
+    /// classifiers were attached), counted as protocol "other" on the first CPU's slot.
+    pub fn ensure(&mut self, key: TrafficKey, before: [u64; 4]) -> Result<(), TrafficError> {
+        if self.contains(&key) {
             return Ok(());
         }
         let cpus = aya::util::nr_cpus().map_err(|(_, err)| TrafficError::Cpus(err))?;
-        let zeros = PerCpuValues::try_from(vec![TrafficCounters::zeroed(); cpus]).map_err(TrafficError::Cpus)?;
+        let mut values = vec![TrafficCounters::zeroed(); cpus];
+        let [rx_bytes, rx_packets, tx_bytes, tx_packets] = before;
+        values[0].bytes[DIR_INGRESS][PROTO_OTHER] = rx_bytes;
+        values[0].packets[DIR_INGRESS][PROTO_OTHER] = rx_packets;
+        values[0].bytes[DIR_EGRESS][PROTO_OTHER] = tx_bytes;
+        values[0].packets[DIR_EGRESS][PROTO_OTHER] = tx_packets;
+        let values = PerCpuValues::try_from(values).map_err(TrafficError::Cpus)?;
         // BPF_NOEXIST: never overwrite counters a packet (or a previous agent) already created.
-        match self.map.insert(key, zeros, 1) {
+        match self.map.insert(key, values, 1) {
             Ok(()) => Ok(()),
             // A packet created it meanwhile.
             Err(MapError::SyscallError(err)) if err.io_error.raw_os_error() == Some(libc::EEXIST) => Ok(()),

@@ -35,9 +35,19 @@ const DATAGRAMS: usize = 50;
 const SIDES: [(&str, &str, &str); 2] = [("nmk-a", "nmk-ha", "10.201.1"), ("nmk-b", "nmk-hb", "10.201.2")];
 const INNER: &str = "vp0";
 
+/// A container's namespace as runtimes make it: (namespace, host end, inner end once renamed, subnet).
+const CONTAINER: (&str, &str, &str, &str) = ("nmk-c", "nmk-hc", "eth0", "10.201.3");
+
 /// The checks of this scenario, in order.
-const CHECKS: [&str; 6] =
-    ["agent-start", "least-privilege", "traffic", "counting-while-down", "restart", "transitions-pinned"];
+const CHECKS: [&str; 7] = [
+    "agent-start",
+    "least-privilege",
+    "traffic",
+    "runtime-veth",
+    "counting-while-down",
+    "restart",
+    "transitions-pinned",
+];
 
 pub fn run(report: &mut Reporter, binary: &Path) {
     if !CHECKS.iter().any(|check| report.wanted(check)) {
@@ -63,6 +73,7 @@ pub fn run(report: &mut Reporter, binary: &Path) {
     }
     report.check("least-privilege", || scenario.least_privilege());
     report.check("traffic", || scenario.traffic());
+    report.check("runtime-veth", || scenario.runtime_veth());
     report.check("counting-while-down", || scenario.counting_while_down());
     report.check("restart", || scenario.restart());
     report.check("transitions-pinned", || scenario.transitions_pinned());
@@ -192,6 +203,39 @@ impl Scenario {
         Outcome::Pass(format!("inner ends share ifindex {}; {detail}", indexes[0]))
     }
 
+    /// A veth made the way Docker, Podman and LXC make theirs (created here, the peer moved into the container's
+    /// namespace and renamed `eth0` there, IPv6 on so packets flow the moment it is up) while the agent runs:
+    /// no attach failure, and both ends' totals equal the kernel's from the first packet. The move waits until
+    /// the agent has attached to the peer here, the order a slow host (or a TCG guest) sees.
+    fn runtime_veth(&mut self) -> Outcome {
+        let (ns, host, inner, net) = CONTAINER;
+        self.cli(&["add", ns]);
+        let address = |last: &str| (format!("{net}.{last}").parse().expect("address"), 24);
+        // The agent attaches to the peer while it is still here: its classifiers (a TCX link, or clsact filters)
+        // move with it, and attaching in the container's namespace must neither fail nor count twice.
+        let started = Instant::now();
+        sys::runtime_style_veth(host, "nmk-tmp", &named(ns), inner, [address("1"), address("2")], || {
+            while self.agent_stats(None, "nmk-tmp").is_none() {
+                assert!(started.elapsed() < DEADLINE, "the agent never counted nmk-tmp; log: {}", self.log_text());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let ends = [(None, host.to_owned()), (Some(named(ns)), inner.to_owned())];
+        for (ns, device) in &ends {
+            while self.agent_stats(ns.as_deref(), device).is_none() {
+                assert!(started.elapsed() < DEADLINE, "the agent never counted {device}; log: {}", self.log_text());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        exchange_with(ns, net);
+        let detail = self.wait_equal_kernel(&ends);
+        let log = self.log_text();
+        assert!(!log.contains("cannot attach"), "a renamed and moved interface is no attach failure: {log}");
+        let failures = metric_sum("netns_monitor_attach_failures_total");
+        assert_eq!(failures, 0.0, "netns_monitor_attach_failures_total");
+        Outcome::Pass(format!("created, moved, renamed {inner}, up: no attach failure; {detail}"))
+    }
+
     /// `kill -9`, traffic, then the pinned counters (read without an agent) must still equal the kernel's.
     fn counting_while_down(&mut self) -> Outcome {
         assert!(self.agent.is_some(), "no agent running");
@@ -248,13 +292,18 @@ impl Scenario {
 
     /// Waits until the agent's counters of every end equal the kernel's; returns them.
     fn assert_equal_kernel(&self) -> String {
+        self.wait_equal_kernel(&Self::ends())
+    }
+
+    /// Waits until the agent's counters of each of `ends` equal the kernel's; returns them.
+    fn wait_equal_kernel(&self, ends: &[(Option<PathBuf>, String)]) -> String {
         let started = Instant::now();
         loop {
             let mut differ = Vec::new();
             let mut equal = Vec::new();
-            for (ns, device) in Self::ends() {
-                let kernel = kernel_stats(ns.as_deref(), &device);
-                let ours = self.agent_stats(ns.as_deref(), &device);
+            for (ns, device) in ends {
+                let kernel = kernel_stats(ns.as_deref(), device);
+                let ours = self.agent_stats(ns.as_deref(), device);
                 let label = format!("{}/{device}", ns.as_ref().map_or("host".into(), |p| p.display().to_string()));
                 if ours == Some(kernel) {
                     equal.push(format!("{label} {kernel:?}"));
@@ -304,7 +353,7 @@ impl Scenario {
 
     fn clean_up(&mut self) {
         self.kill_agent();
-        for (ns, _, _) in SIDES {
+        for ns in SIDES.map(|(ns, _, _)| ns).into_iter().chain([CONTAINER.0]) {
             let _ = Command::new(&self.binary).args(["del", ns]).output();
         }
         let _ = std::fs::remove_dir_all(pin_dir());
@@ -320,26 +369,45 @@ impl Drop for Scenario {
 /// From the host to an echo socket in each namespace and back: `DATAGRAMS` each way on both sides.
 fn exchange() {
     for (ns, _, net) in SIDES {
-        let target: SocketAddr = format!("{net}.2:7000").parse().expect("address");
-        let echo = sys::in_netns(Some(&named(ns)), move || UdpSocket::bind(target).expect("bind the echo socket"));
-        echo.set_read_timeout(Some(DEADLINE)).expect("timeout");
-        let server = std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            for _ in 0..DATAGRAMS {
-                let (len, from) = echo.recv_from(&mut buf).expect("a datagram reaches the namespace");
-                echo.send_to(&buf[..len], from).expect("echo");
-            }
-        });
-        let socket = UdpSocket::bind("0.0.0.0:0").expect("bind the sender");
-        socket.set_read_timeout(Some(DEADLINE)).expect("timeout");
-        let mut buf = [0u8; 2048];
-        for n in 0..DATAGRAMS {
-            socket.send_to(&[n as u8; 300], target).expect("send");
-            // One at a time: the first waits for ARP, and nothing is dropped in its queue.
-            socket.recv(&mut buf).expect("the echo comes back");
-        }
-        server.join().expect("echo thread");
+        exchange_with(ns, net);
     }
+}
+
+/// `DATAGRAMS` from the host to an echo socket at `NET.2` in namespace `ns`, and back.
+fn exchange_with(ns: &str, net: &str) {
+    let target: SocketAddr = format!("{net}.2:7000").parse().expect("address");
+    let echo = sys::in_netns(Some(&named(ns)), move || UdpSocket::bind(target).expect("bind the echo socket"));
+    echo.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let server = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        for _ in 0..DATAGRAMS {
+            let (len, from) = echo.recv_from(&mut buf).expect("a datagram reaches the namespace");
+            echo.send_to(&buf[..len], from).expect("echo");
+        }
+    });
+    let socket = UdpSocket::bind("0.0.0.0:0").expect("bind the sender");
+    socket.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let mut buf = [0u8; 2048];
+    for n in 0..DATAGRAMS {
+        socket.send_to(&[n as u8; 300], target).expect("send");
+        // One at a time: the first waits for ARP, and nothing is dropped in its queue.
+        socket.recv(&mut buf).expect("the echo comes back");
+    }
+    server.join().expect("echo thread");
+}
+
+/// The sum of every series of `family` on the agent's endpoint.
+fn metric_sum(family: &str) -> f64 {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(LISTEN).expect("connect to the agent's endpoint");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {LISTEN}\r\n\r\n").expect("send the request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read /metrics");
+    text.lines()
+        .filter(|line| line.starts_with(family) && line[family.len()..].starts_with(['{', ' ']))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// How many programs named `name` that count into this scenario's pinned traffic map the kernel has loaded.

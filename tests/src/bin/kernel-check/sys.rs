@@ -3,6 +3,7 @@
 use std::{
     fs::File,
     io,
+    net::Ipv4Addr,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     path::{Path, PathBuf},
 };
@@ -111,6 +112,58 @@ fn parse_net_dev(table: &str, device: &str) -> Option<[u64; 4]> {
 pub fn ifindex(netns: Option<&Path>, device: &str) -> u32 {
     let device = device.to_owned();
     in_netns(netns, move || nix::net::if_::if_nametoindex(device.as_str()).expect("if_nametoindex"))
+}
+
+/// Makes a veth the way container runtimes do, so that the agent hears of each step: the pair `host` +
+/// `temporary` in this namespace, `temporary` moved into `netns`, renamed `inner` there, addressed and up,
+/// then `host` addressed and up. IPv6 stays on: its first packets flow the moment the links are up.
+/// `before_the_move` runs once the pair exists, before the peer is moved.
+pub fn runtime_style_veth(
+    host: &str,
+    temporary: &str,
+    netns: &Path,
+    inner: &str,
+    addresses: [(Ipv4Addr, u8); 2],
+    before_the_move: impl FnOnce(),
+) {
+    use netns_monitor::manage::rtnl::Rtnl;
+    use rtnetlink::{LinkUnspec, LinkVeth};
+    let target = File::open(netns).unwrap_or_else(|e| panic!("open {}: {e}", netns.display()));
+    let (host, temporary, inner) = (host.to_owned(), temporary.to_owned(), inner.to_owned());
+    let ([host_address, inner_address], prefix) = (addresses.map(|(a, _)| a), addresses[0].1);
+    let moved = temporary.clone();
+    let host_name = host.clone();
+    in_netns(None, move || {
+        let rtnl = Rtnl::connect().expect("netlink");
+        // A run that failed half-way may have left the pair here.
+        for stale in [host_name.as_str(), moved.as_str()] {
+            if let Ok(index) = nix::net::if_::if_nametoindex(stale) {
+                let _ = rtnl.run(rtnl.handle.link().del(index).execute());
+            }
+        }
+        rtnl.run(rtnl.handle.link().add(LinkVeth::new(&host_name, &moved).build()).execute()).expect("add the pair");
+    });
+    before_the_move();
+    let moved = temporary.clone();
+    in_netns(None, move || {
+        let rtnl = Rtnl::connect().expect("netlink");
+        let set = LinkUnspec::new_with_name(&moved).setns_by_fd(target.as_raw_fd()).build();
+        rtnl.run(rtnl.handle.link().set(set).execute()).expect("move the peer");
+    });
+    in_netns(Some(netns), move || {
+        let rtnl = Rtnl::connect().expect("netlink");
+        let index = nix::net::if_::if_nametoindex(temporary.as_str()).expect("the moved peer");
+        let rename = LinkUnspec::new_with_index(index).name(inner).build();
+        rtnl.run(rtnl.handle.link().set(rename).execute()).expect("rename the peer");
+        rtnl.run(rtnl.handle.address().add(index, inner_address.into(), prefix).execute()).expect("address");
+        rtnl.run(rtnl.handle.link().set(LinkUnspec::new_with_index(index).up().build()).execute()).expect("up");
+    });
+    in_netns(None, move || {
+        let rtnl = Rtnl::connect().expect("netlink");
+        let index = nix::net::if_::if_nametoindex(host.as_str()).expect("the host end");
+        rtnl.run(rtnl.handle.address().add(index, host_address.into(), prefix).execute()).expect("address");
+        rtnl.run(rtnl.handle.link().set(LinkUnspec::new_with_index(index).up().build()).execute()).expect("up");
+    });
 }
 
 /// Sets IFF_UP on `name` in the calling thread's namespace (SIOCSIFFLAGS, as `ifconfig NAME up`).

@@ -1,63 +1,25 @@
-//! A container hint for a namespace: which container runtime and id its processes' cgroup path names.
+//! Container hints from a process's cgroup path (`/proc/PID/cgroup`: v2 `0::/path`, or any v1 hierarchy).
 //!
-//! Read from `/proc/PID/cgroup` (v2 `0::/path`, or any v1 hierarchy). The shapes recognised are those of the
-//! common runtimes and their systemd or cgroupfs drivers:
+//! The shapes recognised are those of the common runtimes and their systemd or cgroupfs drivers:
 //! - Docker: `/system.slice/docker-ID.scope`, `/docker/ID`
 //! - containerd (CRI): `.../cri-containerd-ID.scope`; CRI-O: `.../crio-ID.scope`
 //! - Podman (libpod): `.../libpod-ID.scope`, `/libpod_parent/libpod-ID`
 //! - Kubernetes with cgroupfs: `/kubepods/QOS/podUID/ID`; a pod slice alone (`...-podUID.slice`) gives the pod
-//! - LXC: `/lxc/NAME`, `/lxc.payload.NAME`
+//! - LXC: `/lxc/NAME`, `/lxc.payload.NAME`, `/lxc.payload/NAME` (never `lxc.monitor.NAME`: the monitor runs in
+//!   the host's namespaces)
+//! - systemd-nspawn registered as a machine: `/machine.slice/machine-NAME.scope`
 //!
 //! Runtime helper processes (`*-conmon-*`) are skipped: they run outside the container's namespaces.
 
-use std::fmt;
-
-/// Runtime and id of the container a process runs in.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct ContainerHint {
-    /// `docker`, `containerd`, `cri-o`, `libpod`, `kubepods`, `lxc`.
-    pub runtime: &'static str,
-    /// Full container id (or pod uid, or LXC name).
-    pub id: String,
-}
-
-impl ContainerHint {
-    /// The id as `docker ps` shows it: 12 characters of a hex id, the whole of anything else.
-    pub fn short_id(&self) -> &str {
-        if self.id.len() > 12 && is_hex(&self.id) { &self.id[..12] } else { &self.id }
-    }
-
-    /// A name for `/run/netns`: `RUNTIME-SHORTID`, with anything but `[A-Za-z0-9_.-]` replaced.
-    pub fn netns_name(&self) -> String {
-        format!("{}-{}", self.runtime, self.short_id())
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' })
-            .collect()
-    }
-}
-
-impl fmt::Display for ContainerHint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.runtime, self.short_id())
-    }
-}
-
-/// The hint for process `pid`, if its cgroup names a container.
-pub fn of_pid(pid: u32) -> Option<ContainerHint> {
-    from_cgroup(&std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
-}
-
-/// The hint of the first of `pids` (at most `limit` looked at) whose cgroup names a container.
-pub fn of_pids(pids: &[u32], limit: usize) -> Option<ContainerHint> {
-    pids.iter().take(limit).find_map(|&pid| of_pid(pid))
-}
+/// Runtime and id a cgroup path names.
+pub type Hint = (&'static str, String);
 
 /// Parses the content of `/proc/PID/cgroup`.
-pub fn from_cgroup(text: &str) -> Option<ContainerHint> {
+pub fn from_cgroup(text: &str) -> Option<Hint> {
     text.lines().filter_map(|line| line.splitn(3, ':').nth(2)).find_map(from_path)
 }
 
-fn from_path(path: &str) -> Option<ContainerHint> {
+fn from_path(path: &str) -> Option<Hint> {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     // Innermost first: a container scope sits below its pod slice.
     for (i, part) in parts.iter().enumerate().rev() {
@@ -66,17 +28,17 @@ fn from_path(path: &str) -> Option<ContainerHint> {
             return Some(hint);
         }
     }
-    parts.iter().rev().find_map(|part| pod_uid(part)).map(|id| ContainerHint { runtime: "kubepods", id })
+    parts.iter().rev().find_map(|part| pod_uid(part)).map(|id| ("kubepods", id))
 }
 
-fn from_component(part: &str, parent: Option<&str>, path: &str) -> Option<ContainerHint> {
-    let hint = |runtime, id: &str| Some(ContainerHint { runtime, id: id.to_owned() });
+fn from_component(part: &str, parent: Option<&str>, path: &str) -> Option<Hint> {
+    let hint = |runtime, id: &str| Some((runtime, id.to_owned()));
     let unit = part.strip_suffix(".scope").unwrap_or(part);
     if unit.contains("-conmon-") {
         return None;
     }
     for (prefix, runtime) in
-        [("docker-", "docker"), ("cri-containerd-", "containerd"), ("crio-", "cri-o"), ("libpod-", "libpod")]
+        [("docker-", "docker"), ("cri-containerd-", "containerd"), ("crio-", "cri-o"), ("libpod-", "podman")]
     {
         if let Some(id) = unit.strip_prefix(prefix).filter(|id| id.len() >= 12 && is_hex(id)) {
             return hint(runtime, id);
@@ -85,14 +47,17 @@ fn from_component(part: &str, parent: Option<&str>, path: &str) -> Option<Contai
     if let Some(name) = part.strip_prefix("lxc.payload.") {
         return hint("lxc", name);
     }
-    if parent == Some("lxc") {
+    if matches!(parent, Some("lxc" | "lxc.payload")) {
         return hint("lxc", part);
+    }
+    if let Some(machine) = unit.strip_prefix("machine-").filter(|_| part.ends_with(".scope")) {
+        return Some(("systemd-nspawn", unescape_unit(machine)));
     }
     if part.len() == 64 && is_hex(part) {
         let runtime = match parent {
             Some("docker") => "docker",
             _ if path.contains("kubepods") => "kubepods",
-            _ if path.contains("libpod") => "libpod",
+            _ if path.contains("libpod") => "podman",
             _ => "container",
         };
         return hint(runtime, part);
@@ -111,7 +76,29 @@ fn pod_uid(part: &str) -> Option<String> {
         .then(|| uid.replace('_', "-"))
 }
 
-fn is_hex(s: &str) -> bool {
+/// systemd's unit name escaping (`\x2d` for `-`) undone.
+fn unescape_unit(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    while let Some(at) = rest.find("\\x") {
+        out.push_str(&rest[..at]);
+        let code = rest.get(at + 2..at + 4).and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match code {
+            Some(byte) => {
+                out.push(char::from(byte));
+                rest = &rest[at + 4..];
+            }
+            None => {
+                out.push_str("\\x");
+                rest = &rest[at + 2..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+pub(super) fn is_hex(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
@@ -122,7 +109,7 @@ mod tests {
     const ID: &str = "3f4e9c0a1b2c3d4e5f60718293a4b5c6d7e8f9012a3b4c5d6e7f8091a2b3c4d5";
 
     fn hint(text: &str) -> Option<String> {
-        from_cgroup(text).map(|h| format!("{}:{}", h.runtime, h.id))
+        from_cgroup(text).map(|(runtime, id)| format!("{runtime}:{id}"))
     }
 
     #[test]
@@ -133,7 +120,8 @@ mod tests {
             "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234abcd_5678_90ab_cdef_1234567890ab.slice/cri-containerd-{ID}.scope"
         );
         assert_eq!(hint(&k8s), Some(format!("containerd:{ID}")));
-        assert_eq!(hint(&format!("0::/machine.slice/libpod-{ID}.scope/container")), Some(format!("libpod:{ID}")));
+        assert_eq!(hint(&format!("0::/machine.slice/libpod-{ID}.scope/container")), Some(format!("podman:{ID}")));
+        assert_eq!(hint(&format!("3:memory:/libpod_parent/libpod-{ID}\n")), Some(format!("podman:{ID}")));
         assert_eq!(
             hint(&format!("0::/kubepods.slice/kubepods-pod1234abcd_5678_90ab_cdef_1234567890ab.slice/crio-{ID}.scope")),
             Some(format!("cri-o:{ID}"))
@@ -148,7 +136,20 @@ mod tests {
             ),
             Some("kubepods:1234abcd-5678-90ab-cdef-1234567890ab".to_owned())
         );
+        assert_eq!(hint("0::/machine.slice/machine-web\\x2d1.scope/payload"), Some("systemd-nspawn:web-1".to_owned()));
+    }
+
+    #[test]
+    fn recognises_every_lxc_layout() {
+        // cgroup v2 (LXC >= 4), hybrid and v1 with the same names per hierarchy, and LXC 3's layout.
         assert_eq!(hint("0::/lxc.payload.web1/init.scope"), Some("lxc:web1".to_owned()));
+        assert_eq!(
+            hint("12:pids:/lxc.payload.web1\n1:name=systemd:/lxc.payload.web1\n0::/\n"),
+            Some("lxc:web1".to_owned())
+        );
+        assert_eq!(hint("4:memory:/lxc/web1\n"), Some("lxc:web1".to_owned()));
+        assert_eq!(hint("4:memory:/lxc.payload/web1\n"), Some("lxc:web1".to_owned()));
+        assert_eq!(hint("0::/lxc.monitor.web1\n"), None, "the monitor is on the host");
     }
 
     #[test]
@@ -160,10 +161,9 @@ mod tests {
     }
 
     #[test]
-    fn names_are_valid_namespace_names() {
-        let h = ContainerHint { runtime: "docker", id: ID.to_owned() };
-        assert_eq!(h.netns_name(), format!("docker-{}", &ID[..12]));
-        assert_eq!(h.to_string(), format!("docker:{}", &ID[..12]));
-        assert_eq!(ContainerHint { runtime: "lxc", id: "a/b c".into() }.netns_name(), "lxc-a_b_c");
+    fn unit_escapes_are_undone() {
+        assert_eq!(unescape_unit("a\\x2db"), "a-b");
+        assert_eq!(unescape_unit("plain"), "plain");
+        assert_eq!(unescape_unit("bad\\xzz"), "bad\\xzz");
     }
 }
