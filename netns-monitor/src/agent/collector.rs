@@ -14,7 +14,7 @@
 //! against the crate itself.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     fmt::Write as _,
     sync::{
         Arc, Mutex,
@@ -183,6 +183,10 @@ pub struct StateCollector {
     last_len: AtomicUsize,
     /// When a scrape last gave free memory back (see [`TRIM_EVERY`]).
     last_trim: Mutex<Option<Instant>>,
+    /// Each namespace's container as the previous scrape found it, with the first pid it was read from: a
+    /// namespace keeps its container while that process lives, and reading /proc for it on every scrape
+    /// tripled the scrape (6.6 ms against 2.5 ms with 100 process-held namespaces).
+    containers: Mutex<HashMap<u32, (u32, Option<ContainerHint>)>>,
 }
 
 /// How often a scrape gives the allocator's free memory back to the kernel.
@@ -240,6 +244,7 @@ impl StateCollector {
             last_duration: Mutex::new(0.0),
             last_len: AtomicUsize::new(0),
             last_trim: Mutex::new(None),
+            containers: Mutex::new(HashMap::new()),
         })
     }
 
@@ -260,10 +265,21 @@ impl StateCollector {
         // `name` label is the one `list` and `stats` show.
         let namer = Namer::new();
         let mut names: BTreeMap<u32, (String, Option<ContainerHint>)> = BTreeMap::new();
+        let mut known = self.containers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut now = HashMap::with_capacity(inventory.namespaces.len());
         for ns in inventory.namespaces.values() {
-            let (name, container) = namer.describe(ns);
-            names.insert(ns.inode, (name.unwrap_or_default(), container));
+            let first = ns.pids.first().copied().unwrap_or(0);
+            let container = match known.remove(&ns.inode) {
+                Some((pid, container)) if pid == first => container,
+                _ => namer.container(ns),
+            };
+            let name = namer.name(ns, container.as_ref()).unwrap_or_default();
+            now.insert(ns.inode, (first, container.clone()));
+            names.insert(ns.inode, (name, container));
         }
+        // Namespaces that are gone are forgotten (an inode may come back for another one).
+        *known = now;
+        drop(known);
         for key in topology.interfaces.keys() {
             names.entry(key.netns).or_default();
         }

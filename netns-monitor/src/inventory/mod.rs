@@ -93,7 +93,7 @@ impl Netns {
         }
     }
 
-    /// The one name `list`, `stats` and `/metrics` give the namespace: a name a person gave it under /run/netns,
+    /// The one name `list`, `stats`, `trace` and `/metrics` give the namespace: a name a person gave it under /run/netns,
     /// else its container's (the runtime's name, else `RUNTIME-SHORTID`), else a name `attach --all` or the
     /// runtime gave it, else the last component of a bind mount (Docker's sandbox key).
     pub fn display_name(&self, container: Option<&ContainerHint>, ours: impl Fn(&str) -> bool) -> Option<String> {

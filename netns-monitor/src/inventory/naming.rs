@@ -26,7 +26,8 @@ impl Namer {
         Self { containers: Containers::new(), ours: autoname::ours() }
     }
 
-    /// The container whose processes use `ns`.
+    /// The container whose processes use `ns` (reads /proc: a caller that names the same namespaces again and
+    /// again, such as every scrape, keeps the answer while the namespace's first process stays).
     pub fn container(&self, ns: &Netns) -> Option<ContainerHint> {
         self.containers.of_pids(&ns.pids)
     }

@@ -199,28 +199,31 @@ fn leader(ns: &Netns) -> u32 {
         .unwrap_or(ns.pids[0])
 }
 
-/// Our names whose `/run/netns` entry is still our symlink, with their owners. The record holds the owner and
-/// the symlink's inode: a person who replaced our name by a symlink of their own (`ln -sf /proc/PID/ns/net
-/// /run/netns/NAME`, a common recipe) has a new inode there, and that name is theirs from then on.
+/// Our names whose `/run/netns` entry is still our symlink, with their owners.
 pub fn ours() -> BTreeMap<String, Owner> {
+    let entries = std::fs::read_dir(REGISTRY_DIR).into_iter().flatten().flatten();
+    entries
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter_map(|name| Some((recorded(&name)?, name)))
+        .map(|(owner, name)| (name, owner))
+        .collect()
+}
+
+/// The owner of `name` if it is ours. The record holds the owner and the symlink's inode: a person who
+/// replaced our name by a symlink of their own (`ln -sf /proc/PID/ns/net /run/netns/NAME`, a common recipe)
+/// has a new inode there, and that name is theirs from then on.
+fn recorded(name: &str) -> Option<Owner> {
     use std::os::unix::fs::MetadataExt as _;
-    let mut names = BTreeMap::new();
-    for entry in std::fs::read_dir(REGISTRY_DIR).into_iter().flatten().flatten() {
-        let Ok(name) = entry.file_name().into_string() else { continue };
-        let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
-        let mut lines = text.lines();
-        let owner = lines.next().unwrap_or_default();
-        let path = netns::path_of(&name);
-        // No inode yet: the link is being made (or the maker died in between); its shape is all there is.
-        let same_link = match lines.next().and_then(|ino| ino.parse::<u64>().ok()) {
-            Some(ino) => std::fs::symlink_metadata(&path).is_ok_and(|m| m.ino() == ino),
-            None => true,
-        };
-        if same_link && target_pid(&path).is_some() {
-            names.insert(name, Owner(owner.to_owned()));
-        }
-    }
-    names
+    let text = std::fs::read_to_string(Path::new(REGISTRY_DIR).join(name)).ok()?;
+    let mut lines = text.lines();
+    let owner = lines.next().unwrap_or_default();
+    let path = netns::path_of(name);
+    // No inode yet: the link is being made (or the maker died in between); its shape is all there is.
+    let same_link = match lines.next().and_then(|ino| ino.parse::<u64>().ok()) {
+        Some(ino) => std::fs::symlink_metadata(&path).is_ok_and(|m| m.ino() == ino),
+        None => true,
+    };
+    (same_link && target_pid(&path).is_some()).then(|| Owner(owner.to_owned()))
 }
 
 /// What happened to a name.
@@ -249,7 +252,7 @@ fn point(
     let target = PathBuf::from(format!("/proc/{pid}/ns/net"));
     let outcome = match std::fs::symlink_metadata(&path) {
         Err(err) if err.kind() == ErrorKind::NotFound => Outcome::Created,
-        _ if ours().get(name) == Some(owner) => {
+        _ if recorded(name).as_ref() == Some(owner) => {
             if std::fs::read_link(&path).is_ok_and(|t| t == target) {
                 return Ok(Outcome::Unchanged);
             }
@@ -295,7 +298,7 @@ fn point(
 
 /// Removes our name `name` and its record; a name that is not ours is left alone (returns false).
 pub fn remove(name: &str) -> Result<bool, AutonameError> {
-    if !ours().contains_key(name) {
+    if recorded(name).is_none() {
         return Ok(false);
     }
     let path = netns::path_of(name);

@@ -175,25 +175,35 @@ async fn handle_batch(
 
 /// Tells the agent's processes from others: `netns-monitor run` by its command line, run as root from a root-owned
 /// executable (so that an unprivileged process cannot hide its setns calls by calling itself the agent). The
-/// verdict is kept per process, a pid with its start time, so a reused pid is looked at again.
+/// verdict is read once per pid. An agent's is kept with its start time and checked against it, since only
+/// a "hide" verdict would be wrong for a reused pid; for every other pid, no /proc read per event.
 #[derive(Debug, Default)]
 struct AgentPids {
-    verdicts: std::collections::HashMap<(u32, u64), bool>,
+    /// `Some(start time)` for an agent, `None` for any other process.
+    verdicts: std::collections::HashMap<u32, Option<u64>>,
 }
 
 impl AgentPids {
     fn is_agent(&mut self, pid: u32) -> bool {
-        let Some(started) = start_time(pid) else { return false };
-        *self.verdicts.entry((pid, started)).or_insert_with(|| {
-            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
-            let mut args = raw.split(|&b| b == 0);
-            let program = args.next().unwrap_or_default();
-            let base = program.rsplit(|&b| b == b'/').next().unwrap_or_default();
-            // The first argument that is not an option is the subcommand.
-            base.starts_with(b"netns-monitor")
-                && args.find(|a| !a.starts_with(b"-")) == Some(&b"run"[..])
-                && runs_root_executable(pid)
-        })
+        if let Some(&Some(started)) = self.verdicts.get(&pid)
+            && start_time(pid) != Some(started)
+        {
+            self.verdicts.remove(&pid);
+        }
+        self.verdicts.entry(pid).or_insert_with(|| Self::read(pid)).is_some()
+    }
+
+    fn read(pid: u32) -> Option<u64> {
+        let started = start_time(pid)?;
+        let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let mut args = raw.split(|&b| b == 0);
+        let program = args.next().unwrap_or_default();
+        let base = program.rsplit(|&b| b == b'/').next().unwrap_or_default();
+        // The first argument that is not an option is the subcommand.
+        let agent = base.starts_with(b"netns-monitor")
+            && args.find(|a| !a.starts_with(b"-")) == Some(&b"run"[..])
+            && runs_root_executable(pid);
+        agent.then_some(started)
     }
 }
 

@@ -157,9 +157,9 @@ impl Attachments {
                     return Ok(self.attached.get(&key));
                 }
                 // Renamed or moved away between the lookup and the attach: look again.
-                Err(TrafficError::Attach { source, .. }) if has_errno_in_chain(&source, libc::ENODEV) => attempts += 1,
+                Err(TrafficError::Attach { source, .. }) if has_errno(&source, libc::ENODEV) => attempts += 1,
                 Err(TrafficError::Attach { source, .. })
-                    if tcx_available() && held < HELD_STEPS && has_errno_in_chain(&source, libc::EEXIST) =>
+                    if tcx_available() && held < HELD_STEPS && has_errno(&source, libc::EEXIST) =>
                 {
                     held += 1;
                     std::thread::sleep(HELD_STEP);
@@ -304,22 +304,6 @@ pub fn dev_totals(text: &str, name: &str) -> Option<KernelTotals> {
     })
 }
 
-/// Whether an attach failed with `errno` anywhere in its chain: ENODEV when the interface name no longer
-/// exists here (renamed or moved away), EEXIST when our program is on the device already.
-fn has_errno_in_chain(err: &aya::programs::ProgramError, errno: i32) -> bool {
-    if has_errno(err, errno) {
-        return true;
-    }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(err) = source {
-        if err.downcast_ref::<io::Error>().is_some_and(|e| e.raw_os_error() == Some(errno)) {
-            return true;
-        }
-        source = err.source();
-    }
-    false
-}
-
 /// `<netns>-<ifindex>-<direction>` back to its key.
 fn parse_pin_name(name: &str) -> Option<TrafficKey> {
     let mut parts = name.splitn(3, '-');
@@ -434,15 +418,26 @@ fn attach_legacy(
 
 /// Whether a netlink request failed with `errno`. aya's errors are transparent wrappers all the way down, so
 /// the code is only reachable by matching the variants.
+/// Whether an attach failed with `errno`, in aya's own error or anywhere in its chain: ENODEV when the interface
+/// name no longer exists here (renamed or moved away), EEXIST when our program is on the device already.
 fn has_errno(err: &aya::programs::ProgramError, errno: i32) -> bool {
     use aya::programs::{ProgramError, tc::TcError};
-    match err {
-        ProgramError::TcError(TcError::NetlinkError(err)) | ProgramError::NetlinkError(err) => {
-            err.raw_os_error() == Some(errno)
-        }
-        ProgramError::TcError(TcError::IoError(err)) | ProgramError::IOError(err) => err.raw_os_error() == Some(errno),
-        _ => false,
+    let direct = match err {
+        ProgramError::TcError(TcError::NetlinkError(err)) | ProgramError::NetlinkError(err) => err.raw_os_error(),
+        ProgramError::TcError(TcError::IoError(err)) | ProgramError::IOError(err) => err.raw_os_error(),
+        _ => None,
+    };
+    if direct == Some(errno) {
+        return true;
     }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(err) = source {
+        if err.downcast_ref::<io::Error>().is_some_and(|e| e.raw_os_error() == Some(errno)) {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 #[cfg(test)]

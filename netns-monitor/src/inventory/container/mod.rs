@@ -31,9 +31,6 @@ pub struct ContainerHint {
     pub id: String,
     /// The name the runtime shows (`docker ps`, `podman ps`, `lxc-ls`, ...), where it records one.
     pub name: Option<String>,
-    /// The process the hint was read from.
-    #[serde(skip)]
-    pub pid: u32,
 }
 
 impl ContainerHint {
@@ -90,7 +87,7 @@ impl Containers {
             std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok().and_then(|t| cgroup::from_cgroup(&t));
         // The generic shapes (an id-shaped cgroup, a pod) say less than a supervisor does.
         let specific = from_cgroup.as_ref().is_some_and(|(runtime, _)| !matches!(*runtime, "container" | "kubepods"));
-        let hint = |runtime, id: String, name| Some(ContainerHint { runtime, id, name, pid });
+        let hint = |runtime, id: String, name| Some(ContainerHint { runtime, id, name });
         if let (true, Some((runtime, id))) = (specific, from_cgroup.clone()) {
             let name = match runtime {
                 "docker" => self.docker_name(&id),
@@ -148,14 +145,14 @@ mod tests {
 
     #[test]
     fn names_are_valid_namespace_names() {
-        let h = ContainerHint { runtime: "docker", id: ID.to_owned(), name: None, pid: 1 };
+        let h = ContainerHint { runtime: "docker", id: ID.to_owned(), name: None };
         assert_eq!(h.netns_name(), format!("docker-{}", &ID[..12]));
         assert_eq!(h.to_string(), format!("docker:{}", &ID[..12]));
         assert_eq!(h.label(), format!("docker-{}", &ID[..12]));
         let named = ContainerHint { name: Some("web1".into()), ..h };
         assert_eq!(named.to_string(), "docker:web1");
         assert_eq!(named.label(), "web1");
-        let odd = ContainerHint { runtime: "lxc", id: "a/b c".into(), name: None, pid: 1 };
+        let odd = ContainerHint { runtime: "lxc", id: "a/b c".into(), name: None };
         assert_eq!(odd.netns_name(), "lxc-a_b_c");
     }
 }
