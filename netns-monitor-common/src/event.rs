@@ -53,6 +53,11 @@ pub struct TransitionEvent {
     pub new_ns: [u32; NS_COUNT],
     /// Caller's `comm`, NUL-padded.
     pub comm: [u8; COMM_LEN],
+    /// The 64-bit id (`ns_common.ns_id`, Linux >= 6.18) of the network namespace a lifecycle record names (or a
+    /// clone's new one), never reused while the machine runs, unlike the inode; 0 where the kernel has none.
+    /// With the inode it makes the nsfs file handle that reopens the namespace without pinning it
+    /// (`netns_monitor::lifecycle::handle`).
+    pub net_cookie: u64,
 }
 
 impl TransitionEvent {
@@ -75,10 +80,11 @@ impl TransitionEvent {
             old_ns: [0; NS_COUNT],
             new_ns: [0; NS_COUNT],
             comm: [0; COMM_LEN],
+            net_cookie: 0,
         }
     }
 }
 
-// 3 * 8 + 10 * 4 + 2 * 40 + 16 = 160: no implicit padding anywhere.
-const _: () = assert!(size_of::<TransitionEvent>() == 160);
+// 3 * 8 + 10 * 4 + 2 * 40 + 16 + 8 = 168: no implicit padding anywhere.
+const _: () = assert!(size_of::<TransitionEvent>() == 168);
 const _: () = assert!(align_of::<TransitionEvent>() == 8);

@@ -38,6 +38,11 @@ pub struct KernelOffsets {
     pub skb_dev: u32,
     /// `net_device.nd_net.net`
     pub netdev_net: u32,
+    /// `net.ns.ns_id` (Linux >= 6.18; [`UNAVAILABLE`] before).
+    pub net_ns_id: u32,
+    /// Where the first two syscall arguments sit in the `struct pt_regs` a syscall wrapper (`__x64_sys_*`)
+    /// receives: `di` and `si` on x86_64. [`UNAVAILABLE`] on other architectures, which then use the tracepoints.
+    pub regs_arg: [u32; 2],
     /// `nsproxy` members, indexed like [`crate::ns`] (`NS_PID`, `NS_USER` have no nsproxy member and are
     /// [`UNAVAILABLE`] here; they are reached through `thread_pid` and `real_cred`).
     pub nsproxy_member: [u32; crate::ns::NS_COUNT],
@@ -63,10 +68,12 @@ impl KernelOffsets {
             upid_ns: UNAVAILABLE,
             skb_dev: UNAVAILABLE,
             netdev_net: UNAVAILABLE,
+            net_ns_id: UNAVAILABLE,
+            regs_arg: [UNAVAILABLE; 2],
             nsproxy_member: [UNAVAILABLE; crate::ns::NS_COUNT],
             ns_inum: [UNAVAILABLE; crate::ns::NS_COUNT],
         }
     }
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 13 * 4 + 2 * 4 * crate::ns::NS_COUNT);
+const _: () = assert!(size_of::<KernelOffsets>() == 16 * 4 + 2 * 4 * crate::ns::NS_COUNT);

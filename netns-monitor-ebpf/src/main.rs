@@ -1,7 +1,10 @@
 //! netns-monitor's kernel programs.
 //!
-//! - [`transitions`]: `syscalls` tracepoints on setns, unshare, clone and clone3 that report who moved between
-//!   which namespaces.
+//! - [`syscalls`]: tier 1, fentry/fexit on the setns, unshare, clone and clone3 syscall functions, which report
+//!   who moved between which namespaces and cost the other syscalls nothing.
+//! - [`netns`]: tier 1, network-namespace creation and destruction from `copy_net_ns` and `netdev_exit`.
+//! - [`tracepoints`]: tier 2, the same transitions from the `syscalls` tracepoints, where fentry is refused.
+//! - [`transitions`]: what both tiers share (the in-flight calls, the events, the fork hook).
 //! - [`filter`]: load-time filters (globals) applied before anything reaches the ring buffer.
 //! - [`traffic`]: tc/TCX classifiers counting packets and bytes per (namespace, interface, direction, protocol).
 //! - [`task`]: walks a `task_struct` to its namespace inodes.
@@ -13,7 +16,10 @@
 mod filter;
 mod kernel;
 mod maps;
+mod netns;
+mod syscalls;
 mod task;
+mod tracepoints;
 mod traffic;
 mod transitions;
 

@@ -13,7 +13,7 @@ use core::ptr;
 
 use aya_ebpf::helpers::bpf_get_current_task;
 use netns_monitor_common::{
-    ns::{NS_COUNT, NS_PID, NS_USER},
+    ns::{NS_COUNT, NS_NET, NS_PID, NS_USER},
     offsets::UNAVAILABLE,
 };
 
@@ -82,4 +82,24 @@ fn active_pid_ns(task: *const u8, reads: &mut Reads) -> u32 {
     let upid = numbers.wrapping_add(level.wrapping_mul(upid_size)).wrapping_add(upid_ns);
     let ns = reads.get::<*const u8>(pid, upid);
     reads.inum(ns, NS_PID)
+}
+
+/// `task->nsproxy->net_ns->ns.ns_id`, 0 where the kernel has no namespace ids (before 6.18) or it cannot be read.
+#[inline(always)]
+pub fn net_cookie(task: *const u8) -> u64 {
+    let mut reads = Reads::new();
+    let nsproxy = reads.get::<*const u8>(task, offset!(task_nsproxy));
+    let net = reads.get::<*const u8>(nsproxy, offset!(nsproxy_member[NS_NET]));
+    let cookie = net_ns_id(net, &mut reads);
+    reads.finish();
+    cookie
+}
+
+/// `net->ns.ns_id`, 0 where the kernel has none. Not a read error on kernels before 6.18, which lack the field.
+#[inline(always)]
+pub fn net_ns_id(net: *const u8, reads: &mut Reads) -> u64 {
+    if offset!(net_ns_id) == UNAVAILABLE {
+        return 0;
+    }
+    reads.get::<u64>(net, offset!(net_ns_id))
 }

@@ -1,44 +1,25 @@
-//! Namespace transitions, from the `syscalls` tracepoints of setns, unshare, clone and clone3.
+//! What every hook tier shares: the caller's namespaces remembered at a namespace syscall's entry, the event
+//! completed at its exit, and the child's namespaces from the fork hook. The entry points are in
+//! [`crate::syscalls`] (tier 1, fentry/fexit on the syscall functions) and [`crate::tracepoints`] (tier 2, the
+//! `syscalls` tracepoints); network-namespace creation and destruction of tier 1 are in [`crate::netns`].
 //!
-//! Why these hooks: the `syscalls/sys_{enter,exit}_*` tracepoints are stable ABI, exist on every kernel with
-//! `CONFIG_FTRACE_SYSCALLS` (this one has no kprobes at all), and bracket the call, so the caller's namespaces
-//! can be read before (at enter) and after (at exit) and the return value reported. Record layouts, as on
-//! Linux 6.18 (`events/syscalls/<event>/format`; userspace checks them against the live files before loading,
-//! see `netns_monitor_common::tracepoint`):
-//!
-//! ```text
-//! sys_enter_setns:   int fd @16 (8 bytes), int flags (nstype) @24
-//! sys_enter_unshare: unsigned long unshare_flags @16
-//! sys_enter_clone:   unsigned long clone_flags @16, newsp @24, parent_tidptr @32, child_tidptr @40, tls @48
-//! sys_enter_clone3:  struct clone_args *uargs @16, size_t size @24   (clone_args.flags is its first u64)
-//! sys_exit_*:        long ret @16
-//! ```
-//!
-//! Enter stores a half-built event in `PENDING` (keyed by thread id); exit completes it with the return value
-//! and the namespaces after the call, and pushes it to `EVENTS`. Filtering happens at enter: unshare/clone/
+//! Entry stores a half-built event in `PENDING` (keyed by thread id); exit completes it with the return value
+//! and the namespaces after the call, and pushes it to `EVENTS`. Filtering happens at entry: unshare/clone/
 //! clone3 without a `CLONE_NEW*` flag never touch a map, so fork storms stay cheap.
 //!
 //! For clone/clone3 the new namespaces are the child's: `raw_tracepoint/sched_process_fork`
 //! (`TP_PROTO(struct task_struct *parent, struct task_struct *child)`, fired in `kernel_clone` in the parent's
 //! context after `copy_process` succeeded) records the child's ids and namespaces in the parent's pending
 //! entry, so the parent's exit can emit one complete event. The child's own return from clone finds no entry
-//! under its new thread id and emits nothing.
-//!
-//! Network-namespace creation is reported here too, as a second record (`KIND_NETNS_CREATED`) after a
-//! successful unshare/clone/clone3 with `CLONE_NEWNET`: every new network namespace is made by one of these
-//! three syscalls (`copy_net_ns` is only reached through them; setns never creates one), so nothing is missed
-//! and it costs nothing extra. The natural kernel hooks for the whole lifecycle, `fexit/copy_net_ns` and
-//! `fentry/__put_net`, cannot be used on this kernel: loading any fentry/fexit program fails with EPERM (tp_btf
-//! and raw tracepoints load), there is no kprobe support, and no tracepoint fires per namespace on teardown.
-//! Destruction is therefore reported by userspace from the kernel's `RTM_DELNSID` netlink notification (see
-//! `netns_monitor::lifecycle`).
+//! under its new thread id and emits nothing. A raw tracepoint runs only for forks: unlike a syscall
+//! tracepoint it does not put every other syscall on the slow path, so both tiers use it.
 
 use aya_ebpf::{
-    EbpfContext as _,
+    EbpfContext,
     bindings::BPF_RB_AVAIL_DATA,
     helpers::{bpf_get_current_comm, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_user},
-    macros::{raw_tracepoint, tracepoint},
-    programs::{RawTracePointContext, TracePointContext},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 use aya_log_ebpf::warn;
 use netns_monitor_common::{
@@ -48,7 +29,6 @@ use netns_monitor_common::{
         SYSCALL_UNSHARE, TransitionEvent,
     },
     ns::{CLONE_NEW_MASK, CLONE_NEW_MASK_CLONE, CLONE_NEWNET, NS_COUNT, NS_NET},
-    tracepoint::{EXIT_RET, enter_arg},
 };
 
 use crate::{
@@ -57,84 +37,43 @@ use crate::{
     task,
 };
 
-/// Reads argument `n` of a `sys_enter_*` record.
+/// Entry of setns(fd, nstype): every call is a transition attempt, including nstype 0 (any type) and failed
+/// ones.
 #[inline(always)]
-fn arg(ctx: &TracePointContext, n: usize) -> Option<u64> {
-    // SAFETY: every sys_enter_* record has 8-byte argument slots from offset 16 (checked against the format
-    // files by userspace), and read_at goes through bpf_probe_read_kernel, which cannot fault.
-    unsafe { ctx.read_at::<u64>(enter_arg(n)) }.ok()
+pub fn enter_setns<C: EbpfContext>(ctx: &C, fd: u64, nstype: u64) {
+    record_enter(ctx, SYSCALL_SETNS, nstype & 0xffff_ffff, fd as i32);
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_setns")]
-pub fn sys_enter_setns(ctx: TracePointContext) -> u32 {
-    if let (Some(fd), Some(nstype)) = (arg(&ctx, 0), arg(&ctx, 1)) {
-        // Every setns is a transition attempt, including nstype 0 (any type) and failed ones.
-        record_enter(&ctx, SYSCALL_SETNS, nstype & 0xffff_ffff, fd as i32);
+/// Entry of unshare(flags): only calls that make a namespace are remembered.
+#[inline(always)]
+pub fn enter_unshare<C: EbpfContext>(ctx: &C, flags: u64) {
+    if flags & CLONE_NEW_MASK != 0 {
+        record_enter(ctx, SYSCALL_UNSHARE, flags, -1);
     }
-    0
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_unshare")]
-pub fn sys_enter_unshare(ctx: TracePointContext) -> u32 {
-    if let Some(flags) = arg(&ctx, 0)
-        && flags & CLONE_NEW_MASK != 0
-    {
-        record_enter(&ctx, SYSCALL_UNSHARE, flags, -1);
+/// Entry of clone(flags, ...): only calls that make a namespace are remembered.
+#[inline(always)]
+pub fn enter_clone<C: EbpfContext>(ctx: &C, flags: u64) {
+    if flags & CLONE_NEW_MASK_CLONE != 0 {
+        record_enter(ctx, SYSCALL_CLONE, flags, -1);
     }
-    0
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_clone")]
-pub fn sys_enter_clone(ctx: TracePointContext) -> u32 {
-    if let Some(flags) = arg(&ctx, 0)
-        && flags & CLONE_NEW_MASK_CLONE != 0
-    {
-        record_enter(&ctx, SYSCALL_CLONE, flags, -1);
-    }
-    0
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_clone3")]
-pub fn sys_enter_clone3(ctx: TracePointContext) -> u32 {
-    let (Some(uargs), Some(size)) = (arg(&ctx, 0), arg(&ctx, 1)) else {
-        return 0;
-    };
+/// Entry of clone3(uargs, size): the flags are the first u64 of the caller's `struct clone_args`.
+#[inline(always)]
+pub fn enter_clone3<C: EbpfContext>(ctx: &C, uargs: u64, size: u64) {
     if size < 8 {
         // The kernel rejects it with EINVAL before looking at any flag; nothing to report.
-        return 0;
+        return;
     }
     // SAFETY: `uargs` is the user pointer the caller passed; bpf_probe_read_user validates it.
     match unsafe { bpf_probe_read_user(uargs as *const u64) } {
-        Ok(flags) if flags & CLONE_NEW_MASK != 0 => record_enter(&ctx, SYSCALL_CLONE3, flags, -1),
+        Ok(flags) if flags & CLONE_NEW_MASK != 0 => record_enter(ctx, SYSCALL_CLONE3, flags, -1),
         Ok(_) => {}
         // A bad pointer: the kernel fails the call with EFAULT; count that we could not look.
         Err(_) => count(COUNTER_READ_ERRORS),
     }
-    0
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_setns")]
-pub fn sys_exit_setns(ctx: TracePointContext) -> u32 {
-    emit_exit(&ctx);
-    0
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_unshare")]
-pub fn sys_exit_unshare(ctx: TracePointContext) -> u32 {
-    emit_exit(&ctx);
-    0
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_clone")]
-pub fn sys_exit_clone(ctx: TracePointContext) -> u32 {
-    emit_exit(&ctx);
-    0
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_clone3")]
-pub fn sys_exit_clone3(ctx: TracePointContext) -> u32 {
-    emit_exit(&ctx);
-    0
 }
 
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
@@ -151,13 +90,16 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
         pending.child_pid = task::tgid(child);
         pending.child_tid = task::tid(child);
         task::namespaces(child, &mut pending.new_ns);
+        if pending.flags & CLONE_NEWNET != 0 {
+            pending.net_cookie = task::net_cookie(child);
+        }
     }
     0
 }
 
 /// Remembers the caller and its namespaces before the call.
 #[inline(always)]
-fn record_enter(ctx: &TracePointContext, syscall: u32, flags: u64, fd: i32) {
+fn record_enter<C: EbpfContext>(ctx: &C, syscall: u32, flags: u64, fd: i32) {
     if !filter::wanted(ctx) {
         return;
     }
@@ -188,10 +130,19 @@ fn record_enter(ctx: &TracePointContext, syscall: u32, flags: u64, fd: i32) {
     }
 }
 
-/// Completes the pending call of this thread with its result and pushes it to userspace, followed by a
-/// creation record when the call made a new network namespace.
+/// Where a tier learns that a network namespace was made.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Creation {
+    /// From the syscall's exit (tier 2): a successful unshare/clone/clone3 with `CLONE_NEWNET` made one.
+    AtExit,
+    /// From `copy_net_ns` itself (tier 1, [`crate::netns`]); the exit reports only the transition.
+    Elsewhere,
+}
+
+/// Completes the pending call of this thread with its result `ret` and pushes it to userspace, followed by a
+/// creation record when the call made a new network namespace and `creation` says the exit reports it.
 #[inline(always)]
-fn emit_exit(ctx: &TracePointContext) {
+pub fn exit<C: EbpfContext>(ctx: &C, ret: i64, creation: Creation) {
     let tid = ctx.pid();
     let Some(pending) = PENDING.get_ptr_mut(tid) else {
         // Filtered out at enter, or entered before the programs were attached: nothing to complete.
@@ -200,8 +151,7 @@ fn emit_exit(ctx: &TracePointContext) {
     // SAFETY: `pending` comes from a successful lookup of this thread's own entry, which only this thread
     // writes or removes; it is not used after the remove below.
     let pending = unsafe { &mut *pending };
-    // SAFETY: offset 16 is the `ret` slot of every sys_exit_* record.
-    pending.ret = unsafe { ctx.read_at::<i64>(EXIT_RET) }.unwrap_or(0);
+    pending.ret = ret;
     // SAFETY: the helper has no preconditions.
     pending.ts_boot_ns = unsafe { bpf_ktime_get_boot_ns() };
     // A clone's new namespaces are the child's, recorded at fork; without a child (the call failed) and for
@@ -216,7 +166,8 @@ fn emit_exit(ctx: &TracePointContext) {
         count(COUNTER_LOST_EVENTS);
     }
     raise_to(COUNTER_RINGBUF_HIGH_WATER, EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)));
-    let created = pending.syscall != SYSCALL_SETNS
+    let created = creation == Creation::AtExit
+        && pending.syscall != SYSCALL_SETNS
         && pending.flags & CLONE_NEWNET != 0
         && pending.ret >= 0
         && pending.changed & (1 << NS_NET) != 0;
@@ -229,6 +180,8 @@ fn emit_exit(ctx: &TracePointContext) {
         pending.new_ns = [0; NS_COUNT];
         pending.new_ns[NS_NET] = new_net;
         pending.changed = 1 << NS_NET;
+        pending.net_cookie =
+            if pending.child_tid == 0 { task::net_cookie(task::current()) } else { pending.net_cookie };
         let sent = EVENTS.output::<TransitionEvent>(&*pending, 0);
         if sent.is_err() {
             count(COUNTER_LOST_EVENTS);

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod containers;
+pub mod lifecycle;
 pub mod monitoring;
 pub mod netns;
 pub mod reliability;
@@ -230,6 +231,18 @@ impl TraceProcess {
             Err(_) => panic!("trace did not exit within {deadline:?}; printed so far: {lines:#?}"),
         }
     }
+}
+
+/// The transition and the creation record of one call, in whichever order the tier sends them (tier 1 reports
+/// the creation from `copy_net_ns`, inside the call; tier 2 after it).
+pub fn transition_and_creation<'a>(pair: &[&'a Event]) -> (&'a Event, &'a Event) {
+    let (call, created) = match pair {
+        [a, b] if a.kind == netns_monitor::trace::event::EventKind::NetnsCreated => (*b, *a),
+        [a, b] => (*a, *b),
+        other => panic!("expected two events: {other:#?}"),
+    };
+    assert_eq!(created.kind, netns_monitor::trace::event::EventKind::NetnsCreated, "{pair:#?}");
+    (call, created)
 }
 
 /// Clones like fork (same stack, copy-on-write) with `flags`; the child waits on a pipe until the parent has

@@ -9,7 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netns_monitor::{inventory::Inventory, lifecycle::Tracker};
+use netns_monitor::{
+    inventory::Inventory,
+    lifecycle::{End, Tracker},
+};
 use netns_monitor_tests::{anonymous_netns, require_root};
 
 const NAMESPACES: usize = 300;
@@ -101,7 +104,7 @@ async fn destructions_are_reported_even_when_notifications_are_lost() {
     let mut reported = BTreeSet::new();
     let all = tokio::time::timeout(Duration::from_secs(60), async {
         while reported.len() < NAMESPACES {
-            let inode = tracker.next_destroyed().await.expect("notifications go on");
+            let Some(End::Destroyed(inode)) = tracker.next_end().await else { panic!("notifications go on") };
             assert!(tracked.contains(&inode), "{inode} was not tracked");
             assert!(reported.insert(inode), "{inode} reported twice");
         }

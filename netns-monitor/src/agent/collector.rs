@@ -71,7 +71,7 @@ fn opts(name: &str, help: &str) -> Opts {
 
 impl Metrics {
     /// Registers every metric; `state` provides the per-scrape part.
-    pub fn new(state: StateCollector) -> Result<Self, MetricsError> {
+    pub fn new(state: StateCollector, hooks: &crate::bpf::HookInfo) -> Result<Self, MetricsError> {
         let registry = Registry::new();
         let looped = LoopMetrics {
             transitions: IntCounterVec::new(
@@ -121,7 +121,30 @@ impl Metrics {
                 env!("NETNS_MONITOR_RUSTC"),
             ])
             .set(1);
+        let hook_info = IntGaugeVec::new(
+            opts(
+                "netns_monitor_hook_info",
+                "Kernel hooks carrying the transition and namespace events: tier 1 fentry/fexit (no cost to other \
+                 syscalls, destruction from the kernel), tier 2 syscall tracepoints (destruction from netns ids).",
+            ),
+            &["tier", "hooks", "destruction", "chosen", "fallback"],
+        )
+        .map_err(MetricsError)?;
+        let destruction = if hooks.tier.reports_destruction() { "kernel" } else { "netns-id" };
+        // A label, not a log: the first line of the refusal, bounded (a verifier log can run to kilobytes).
+        let fallback: String =
+            hooks.fallback.as_deref().unwrap_or("").lines().next().unwrap_or("").chars().take(200).collect();
+        hook_info
+            .with_label_values(&[
+                &hooks.tier.number().to_string(),
+                hooks.tier.name(),
+                destruction,
+                &hooks.chosen.to_string(),
+                &fallback,
+            ])
+            .set(1);
         let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(hook_info),
             Box::new(looped.transitions.clone()),
             Box::new(looped.transition_errors.clone()),
             Box::new(looped.created.clone()),

@@ -6,6 +6,7 @@
 //! web_config: web-config.yml        # relative paths are relative to this file's directory
 //! pin_dir: /sys/fs/bpf/netns-monitor
 //! ring_buffer_bytes: 1048576
+//! hooks: auto                       # or fentry (tier 1 or fail), tracepoint (tier 2)
 //! ```
 
 use std::{
@@ -41,6 +42,8 @@ pub struct AgentConfig {
     pub pin_dir: Option<PathBuf>,
     pub ring_buffer_bytes: Option<u32>,
     pub name_containers: Option<bool>,
+    /// `auto`, `fentry` or `tracepoint` (see `crate::bpf::hooks`).
+    pub hooks: Option<crate::bpf::HookChoice>,
 }
 
 impl AgentConfig {

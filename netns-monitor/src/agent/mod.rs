@@ -37,7 +37,7 @@ use self::{
 use crate::{
     bpf::{BpfError, Direction, LoadOptions, Probes, error_chain},
     inventory::{Inventory, InventoryError, ScanOptions, nsfs_inode},
-    lifecycle::{LifecycleError, Tracker},
+    lifecycle::{End, LifecycleError, Tracker},
     manage::{
         autoname::{self, Change},
         rtnl::in_netns,
@@ -140,7 +140,15 @@ impl Agent {
         // Subscribe before scanning, so that no link appearing during the scan is missed.
         let monitor = LinkMonitor::open().map_err(AgentError::LinkMonitor)?;
         let inventory = Inventory::scan(&ScanOptions { fds: true })?;
-        let tracker = Tracker::start(&inventory).await?;
+        let mut tracker = Tracker::start(&inventory).await?;
+        if probes.hooks.tier.reports_destruction() {
+            tracker.kernel_reports_destruction();
+        } else if !tracker.has_handles() {
+            tracing::info!(
+                "tier 2 before Linux 6.18 (no nsfs file handles): a namespace created and gone before the agent can \
+                 reach it is counted in netns_monitor_netns_untracked_total and reported with an unknown end"
+            );
+        }
         let own_netns = nsfs_inode(std::path::Path::new("/proc/self/ns/net")).unwrap_or_default();
         let attachments = Attachments::new(&probes)?;
         if !crate::traffic::attach::tcx_available() {
@@ -151,8 +159,9 @@ impl Agent {
         }
         let traffic = TrafficMap::open(&probes.pin_dir)?;
         let topology = Arc::new(Mutex::new(Topology::default()));
+        let hooks = probes.hooks.clone();
         let probes = Arc::new(Mutex::new(probes));
-        let metrics = Metrics::new(StateCollector::new(Arc::clone(&topology), Arc::clone(&probes), traffic)?)?;
+        let metrics = Metrics::new(StateCollector::new(Arc::clone(&topology), Arc::clone(&probes), traffic)?, &hooks)?;
         let looped = metrics.looped.clone();
         let mut agent = Self {
             probes,
@@ -250,8 +259,10 @@ impl Agent {
                         self.on_event(&event, &mut rescan).await;
                     }
                 }
-                destroyed = self.tracker.next_destroyed() => match destroyed {
-                    Some(inode) => self.on_destroyed(inode),
+                end = self.tracker.next_end() => match end {
+                    Some(End::Destroyed(inode)) => self.on_destroyed(inode),
+                    // Counted in `untracked` when the tracker gave up on it.
+                    Some(End::Unknown(inode)) => tracing::debug!(inode, "a new namespace's end will not be seen"),
                     None => return Err(LifecycleError::Closed.into()),
                 },
                 links = self.monitor.next() => {
@@ -296,7 +307,7 @@ impl Agent {
                 let before = self.tracker.untracked();
                 let opened = self
                     .tracker
-                    .track_created(inode, event.pid, event.tid, || {
+                    .track_created(inode, event.net_cookie, event.pid, event.tid, || {
                         rescan.get_or_insert_with(|| Inventory::scan(&ScanOptions { fds: true }).ok()).clone()
                     })
                     .await;
@@ -307,7 +318,12 @@ impl Agent {
                     self.publish();
                 }
             }
-            EventKind::NetnsDestroyed => {}
+            // Only tier 1's kernel programs send these (tier 2's come from the tracker, above).
+            EventKind::NetnsDestroyed => {
+                let (inode, _) = event.ns(NsType::Net);
+                self.on_destroyed(inode);
+            }
+            EventKind::NetnsEndUnknown => {}
         }
     }
 

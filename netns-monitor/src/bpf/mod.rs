@@ -10,6 +10,7 @@
 pub mod btf;
 pub mod format;
 pub mod fs;
+pub mod hooks;
 pub mod memlock;
 pub mod offsets;
 pub mod persist;
@@ -22,7 +23,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Map, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{ProgramError, RawTracePoint, SchedClassifier, TracePoint, links::FdLink},
+    programs::{FEntry, FExit, ProgramError, RawTracePoint, SchedClassifier, TracePoint, links::FdLink},
 };
 use aya_log::EbpfLogger;
 use netns_monitor_common::counters::{
@@ -31,6 +32,8 @@ use netns_monitor_common::counters::{
 };
 use tokio::io::unix::AsyncFd;
 
+use self::hooks::{Hook, Spec};
+pub use self::hooks::{HookChoice, HookInfo, Tier};
 use crate::trace::{event::Event, stream::EventStream};
 
 /// The eBPF object, built by build.rs for the BPF target and embedded at compile time.
@@ -79,38 +82,6 @@ impl Direction {
         }
     }
 }
-
-/// Where a program attaches.
-#[derive(Clone, Copy, Debug)]
-enum Hook {
-    TracePoint { category: &'static str, event: &'static str },
-    RawTracePoint(&'static str),
-}
-
-/// One program of the object and its hook.
-#[derive(Clone, Copy, Debug)]
-struct Spec {
-    program: &'static str,
-    hook: Hook,
-}
-
-const fn syscall(program: &'static str) -> Spec {
-    Spec { program, hook: Hook::TracePoint { category: "syscalls", event: program } }
-}
-
-/// Every program, in attach order: exits and the fork hook before the enters that fill `PENDING`, so no entry
-/// is recorded that nothing would complete.
-const PROGRAMS: &[Spec] = &[
-    syscall("sys_exit_setns"),
-    syscall("sys_exit_unshare"),
-    syscall("sys_exit_clone"),
-    syscall("sys_exit_clone3"),
-    Spec { program: "sched_process_fork", hook: Hook::RawTracePoint("sched_process_fork") },
-    syscall("sys_enter_setns"),
-    syscall("sys_enter_unshare"),
-    syscall("sys_enter_clone"),
-    syscall("sys_enter_clone3"),
-];
 
 /// Syscalls whose record layout the programs depend on, with the number of arguments they read.
 const SYSCALL_LAYOUTS: &[(&str, usize)] = &[("setns", 2), ("unshare", 1), ("clone", 1), ("clone3", 2)];
@@ -163,6 +134,8 @@ pub enum BpfError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the kernel refused the fentry/fexit hooks (tier 1), which --hooks fentry requires: {reason}")]
+    Tier1Refused { reason: String },
     #[error("cannot enable the kernel's BPF run-time statistics")]
     Stats(#[source] aya::sys::SyscallError),
     #[error(
@@ -231,6 +204,8 @@ pub struct LoadOptions {
     /// probes are dropped, and links that detach with them (`trace`, tests), so a short-lived user leaves
     /// nothing attached or pinned behind.
     pub pin_dir: Option<PathBuf>,
+    /// Which hook tier to load (see [`hooks`]).
+    pub hooks: HookChoice,
 }
 
 /// Totals of the kernel-side self-observation counters, summed over CPUs.
@@ -280,6 +255,8 @@ pub struct Probes {
     pub adopted: Adoption,
     /// What loading each program cost the kernel's verifier, in load order.
     pub verified: Vec<Verified>,
+    /// The hook tier in use.
+    pub hooks: HookInfo,
 }
 
 /// What a load took over from the programs and maps a previous agent left pinned.
@@ -310,10 +287,6 @@ impl Probes {
             return Err(BpfError::NotBuilt);
         }
         let mounted = fs::ensure_kernel_filesystems()?;
-        let tracefs: PathBuf = fs::tracefs_path()?.ok_or(BpfError::NoTracefs)?;
-        for (syscall, args) in SYSCALL_LAYOUTS {
-            format::check_syscall(&tracefs, syscall, *args)?;
-        }
         let offsets = offsets::compute(&btf::Btf::from_sys_fs()?)?;
         memlock::raise();
 
@@ -354,9 +327,16 @@ impl Probes {
         let logger = EbpfLogger::init(&mut ebpf)
             .inspect_err(|err| tracing::warn!(%err, "kernel-side log messages will not be shown"))
             .ok();
-        // Pinning a tracepoint's link needs perf-event bpf links (Linux >= 5.15); without them the programs
-        // stop with the agent, as they did before pinning.
-        let pin_links = !ephemeral && aya::features().bpf_perf_link();
+        let mut verified = Vec::new();
+        let hooks = choose_tier(&mut ebpf, options.hooks, &offsets, &mut verified)?;
+        match &hooks.fallback {
+            None => tracing::info!(tier = 1, "hooks: fentry/fexit on the syscall and namespace functions"),
+            Some(reason) => tracing::info!(tier = 2, reason, "hooks: syscall tracepoints (tier 1 not used)"),
+        }
+        // Tier 1's links (and the fork hook's) are bpf links on every kernel that has fentry; pinning a
+        // tracepoint's link needs perf-event bpf links (Linux >= 5.15). Without them tier 2 stops with the agent,
+        // as it did before pinning.
+        let pin_links = !ephemeral && (hooks.tier == Tier::Fentry || aya::features().bpf_perf_link());
         if !ephemeral && !pin_links {
             tracing::warn!(
                 "this kernel cannot pin tracepoint links: transitions are not traced while the agent is down"
@@ -368,9 +348,8 @@ impl Probes {
                 .map_err(|source| BpfError::PinDir { path: transitions_dir.display().to_string(), source })?;
         }
         let mut replaced_links = Vec::new();
-        let mut verified = Vec::new();
-        for spec in PROGRAMS {
-            if let Some(link) = attach(&mut ebpf, spec, pin_links, &mut verified)?
+        for spec in hooks.tier.programs() {
+            if let Some(link) = attach(&mut ebpf, spec, pin_links)?
                 && let Some(old) = persist::pin_replacing(link, &transitions_dir, spec.program)?
             {
                 replaced_links.push(old);
@@ -378,7 +357,7 @@ impl Probes {
         }
         adopted.links = replaced_links.len();
         if pin_links {
-            let programs: Vec<&str> = PROGRAMS.iter().map(|spec| spec.program).collect();
+            let programs: Vec<&str> = hooks.tier.programs().iter().map(|spec| spec.program).collect();
             replaced_links.extend(persist::remove_stale_links(&transitions_dir, &programs)?);
         }
         let backlog = match replaced_ring {
@@ -422,6 +401,7 @@ impl Probes {
             backlog,
             adopted,
             verified,
+            hooks,
         })
     }
 
@@ -579,9 +559,109 @@ fn drain(old: MapData) -> Result<Vec<Event>, BpfError> {
     Ok(events)
 }
 
-/// Loads (verifies) and attaches one program. With `take`, returns its link for the caller to pin (the program
-/// then no longer detaches it when dropped).
-fn attach(ebpf: &mut Ebpf, spec: &Spec, take: bool, verified: &mut Vec<Verified>) -> Result<Option<FdLink>, BpfError> {
+/// Loads the programs of the tier `choice` asks for: tier 1 unless told otherwise, tier 2 where tier 1 is forced
+/// off or (with `auto`) refused.
+fn choose_tier(
+    ebpf: &mut Ebpf,
+    choice: HookChoice,
+    offsets: &netns_monitor_common::offsets::KernelOffsets,
+    verified: &mut Vec<Verified>,
+) -> Result<HookInfo, BpfError> {
+    let fallback = match choice {
+        HookChoice::Tracepoint => "forced (--hooks tracepoint)".to_owned(),
+        HookChoice::Fentry | HookChoice::Auto => match load_tier1(ebpf, offsets, verified) {
+            Ok(()) => return Ok(HookInfo { tier: Tier::Fentry, chosen: choice, fallback: None }),
+            Err(reason) if choice == HookChoice::Auto => {
+                // What tier 1 loaded must not stay loaded beside tier 2 (the fork hook is in both).
+                for spec in hooks::FENTRY {
+                    unload(ebpf, spec);
+                }
+                verified.clear();
+                reason
+            }
+            Err(reason) => return Err(BpfError::Tier1Refused { reason }),
+        },
+    };
+    let tracefs: PathBuf = fs::tracefs_path()?.ok_or(BpfError::NoTracefs)?;
+    for (syscall, args) in SYSCALL_LAYOUTS {
+        format::check_syscall(&tracefs, syscall, *args)?;
+    }
+    for spec in hooks::TRACEPOINTS {
+        load(ebpf, spec, None, verified)?;
+    }
+    Ok(HookInfo { tier: Tier::Tracepoint, chosen: choice, fallback: Some(fallback) })
+}
+
+/// Loads tier 1; the reason, one line, when the kernel (or this architecture) does not allow it.
+fn load_tier1(
+    ebpf: &mut Ebpf,
+    offsets: &netns_monitor_common::offsets::KernelOffsets,
+    verified: &mut Vec<Verified>,
+) -> Result<(), String> {
+    use netns_monitor_common::offsets::UNAVAILABLE;
+    if offsets.regs_arg.contains(&UNAVAILABLE) {
+        return Err("no syscall register offsets for this architecture (x86_64 only)".to_owned());
+    }
+    let btf = aya::Btf::from_sys_fs().map_err(|err| format!("cannot read the kernel's BTF: {err}"))?;
+    for spec in hooks::FENTRY {
+        load(ebpf, spec, Some(&btf), verified).map_err(|err| error_chain(&err))?;
+    }
+    Ok(())
+}
+
+/// Loads (verifies) one program; fentry/fexit programs need the kernel's BTF to find their function.
+fn load(ebpf: &mut Ebpf, spec: &Spec, btf: Option<&aya::Btf>, verified: &mut Vec<Verified>) -> Result<(), BpfError> {
+    let program = spec.program;
+    let prog = ebpf.program_mut(program).ok_or(BpfError::Missing { kind: "program", name: program })?;
+    let failed = |action: String| move |source| BpfError::Program { program, action, source };
+    let started = Instant::now();
+    let info = match spec.hook {
+        Hook::TracePoint { .. } => {
+            let tp: &mut TracePoint = prog.try_into().map_err(failed("type check".into()))?;
+            tp.load().map_err(failed("load (verifier)".into()))?;
+            tp.info()
+        }
+        Hook::RawTracePoint(_) => {
+            let tp: &mut RawTracePoint = prog.try_into().map_err(failed("type check".into()))?;
+            tp.load().map_err(failed("load (verifier)".into()))?;
+            tp.info()
+        }
+        Hook::FEntry(function) | Hook::FExit(function) => {
+            let name = function.name().ok_or(BpfError::Missing { kind: "syscall function", name: program })?;
+            let btf = btf.ok_or(BpfError::Missing { kind: "kernel BTF for", name: program })?;
+            let action = format!("load on {name} (verifier)");
+            if let Hook::FEntry(_) = spec.hook {
+                let fentry: &mut FEntry = prog.try_into().map_err(failed("type check".into()))?;
+                fentry.load(&name, btf).map_err(failed(action))?;
+                fentry.info()
+            } else {
+                let fexit: &mut FExit = prog.try_into().map_err(failed("type check".into()))?;
+                fexit.load(&name, btf).map_err(failed(action))?;
+                fexit.info()
+            }
+        }
+    };
+    verified.push(Verified::of(program, started, info));
+    Ok(())
+}
+
+/// Unloads one program if it is loaded (nothing is attached yet when this runs).
+fn unload(ebpf: &mut Ebpf, spec: &Spec) {
+    let Some(prog) = ebpf.program_mut(spec.program) else { return };
+    let result = match spec.hook {
+        Hook::TracePoint { .. } => <&mut TracePoint>::try_from(prog).map(|p| p.unload()),
+        Hook::RawTracePoint(_) => <&mut RawTracePoint>::try_from(prog).map(|p| p.unload()),
+        Hook::FEntry(_) => <&mut FEntry>::try_from(prog).map(|p| p.unload()),
+        Hook::FExit(_) => <&mut FExit>::try_from(prog).map(|p| p.unload()),
+    };
+    if let Ok(Err(err)) | Err(err) = result {
+        tracing::debug!(program = spec.program, %err, "cannot unload a program of the refused tier");
+    }
+}
+
+/// Attaches one loaded program. With `take`, returns its link for the caller to pin (the program then no longer
+/// detaches it when dropped).
+fn attach(ebpf: &mut Ebpf, spec: &Spec, take: bool) -> Result<Option<FdLink>, BpfError> {
     let program = spec.program;
     let prog = ebpf.program_mut(program).ok_or(BpfError::Missing { kind: "program", name: program })?;
     let failed = |action: &str| {
@@ -591,9 +671,6 @@ fn attach(ebpf: &mut Ebpf, spec: &Spec, take: bool, verified: &mut Vec<Verified>
     match spec.hook {
         Hook::TracePoint { category, event } => {
             let tp: &mut TracePoint = prog.try_into().map_err(failed("type check"))?;
-            let started = Instant::now();
-            tp.load().map_err(failed("load (verifier)"))?;
-            verified.push(Verified::of(program, started, tp.info()));
             let id = tp.attach(category, event).map_err(failed(&format!("attach to tracepoint {category}/{event}")))?;
             if take {
                 let link = tp.take_link(id).map_err(failed("take the link"))?;
@@ -605,12 +682,23 @@ fn attach(ebpf: &mut Ebpf, spec: &Spec, take: bool, verified: &mut Vec<Verified>
         }
         Hook::RawTracePoint(name) => {
             let tp: &mut RawTracePoint = prog.try_into().map_err(failed("type check"))?;
-            let started = Instant::now();
-            tp.load().map_err(failed("load (verifier)"))?;
-            verified.push(Verified::of(program, started, tp.info()));
             let id = tp.attach(name).map_err(failed(&format!("attach to raw tracepoint {name}")))?;
             if take {
                 return Ok(Some(tp.take_link(id).map_err(failed("take the link"))?.into()));
+            }
+        }
+        Hook::FEntry(function) => {
+            let fentry: &mut FEntry = prog.try_into().map_err(failed("type check"))?;
+            let id = fentry.attach().map_err(failed(&format!("attach fentry to {:?}", function.name())))?;
+            if take {
+                return Ok(Some(fentry.take_link(id).map_err(failed("take the link"))?.into()));
+            }
+        }
+        Hook::FExit(function) => {
+            let fexit: &mut FExit = prog.try_into().map_err(failed("type check"))?;
+            let id = fexit.attach().map_err(failed(&format!("attach fexit to {:?}", function.name())))?;
+            if take {
+                return Ok(Some(fexit.take_link(id).map_err(failed("take the link"))?.into()));
             }
         }
     }

@@ -51,6 +51,8 @@ pub fn compute(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         // The classifiers cannot attribute packets to namespaces without these two.
         skb_dev: btf.member_offset("sk_buff", "dev")?,
         netdev_net: btf.member_offset("net_device", "nd_net.net")?,
+        net_ns_id: optional("net", "ns.ns_id")?,
+        regs_arg: syscall_registers(btf)?,
         ..KernelOffsets::unavailable()
     };
     for (index, member, ty) in NAMESPACE_STRUCTS {
@@ -62,6 +64,22 @@ pub fn compute(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         offsets.ns_inum[index] = lookup(ty, "ns.inum")?;
     }
     Ok(offsets)
+}
+
+/// Where the syscall wrappers' `struct pt_regs` holds the first two arguments (tier 1 reads them there).
+#[cfg(target_arch = "x86_64")]
+fn syscall_registers(btf: &Btf) -> Result<[u32; 2], BtfError> {
+    let optional = |path: &str| match btf.member_offset("pt_regs", path) {
+        Ok(offset) => Ok(offset),
+        Err(BtfError::NoSuchStruct(_) | BtfError::NoSuchMember { .. }) => Ok(UNAVAILABLE),
+        Err(other) => Err(other),
+    };
+    Ok([optional("di")?, optional("si")?])
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn syscall_registers(_btf: &Btf) -> Result<[u32; 2], BtfError> {
+    Ok([UNAVAILABLE; 2])
 }
 
 #[cfg(test)]
@@ -83,5 +101,8 @@ mod tests {
         assert_ne!(offsets.cred_user_ns, UNAVAILABLE);
         // Linux 6.18: `dev` sits after `next` and `prev` in an anonymous union of struct sk_buff.
         assert_eq!(offsets.skb_dev, 16);
+        // x86_64 `struct pt_regs`: r15 .. ax, cx, dx, si (13th u64), di (14th); 6.18 has namespace ids.
+        assert_eq!(offsets.regs_arg, [112, 104]);
+        assert_ne!(offsets.net_ns_id, UNAVAILABLE);
     }
 }

@@ -27,7 +27,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     web_config: Option<PathBuf>,
     /// YAML file with the same settings as these flags (listen, web_config, pin_dir, ring_buffer_bytes,
-    /// name_containers);
+    /// name_containers, hooks);
     /// flags given here win.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -43,6 +43,12 @@ pub struct RunArgs {
     /// the container is gone.
     #[arg(long)]
     name_containers: bool,
+    /// Kernel hooks for the transition and namespace events: `fentry` (tier 1: fentry/fexit on the syscall and
+    /// namespace functions, no cost to other syscalls; fails where the kernel refuses it), `tracepoint` (tier 2:
+    /// syscall tracepoints, which slow every syscall a little), or `auto`: tier 1 where the kernel allows it.
+    /// [default: auto]
+    #[arg(long, value_name = "TIER", value_parser = clap::builder::PossibleValuesParser::new(crate::bpf::HookChoice::NAMES))]
+    hooks: Option<String>,
     /// Testing and debugging: trace only the transitions of process PID (filtered in the kernel, so the
     /// transition and lost-event counters then cover that process alone). Traffic counting is unaffected.
     #[arg(long, value_name = "PID", hide = true)]
@@ -91,6 +97,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ring_buffer_bytes,
         filter_pid: args.filter_pid,
         pin_dir: Some(args.pin_dir.or(file.pin_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR))),
+        hooks: match args.hooks {
+            Some(name) => name.parse().map_err(UsageError)?,
+            None => file.hooks.unwrap_or_default(),
+        },
     };
     let probes = Probes::load(&load)?;
     let continuing = startup.without(CapSet::of(privileges::AGENT_STARTUP_ONLY.iter().copied()));

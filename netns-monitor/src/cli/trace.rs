@@ -60,6 +60,11 @@ pub struct TraceArgs {
     /// Size of the kernel's event ring buffer in bytes: a power of two, at least the page size (4096).
     #[arg(long, value_name = "BYTES", hide_short_help = true)]
     ring_buffer_bytes: Option<u32>,
+    /// Kernel hooks: `fentry` (tier 1, no cost to other syscalls), `tracepoint` (tier 2, syscall tracepoints) or
+    /// `auto` (tier 1 where the kernel allows it).
+    #[arg(long, value_name = "TIER", default_value = "auto", hide_short_help = true,
+          value_parser = clap::builder::PossibleValuesParser::new(crate::bpf::HookChoice::NAMES))]
+    hooks: String,
 }
 
 pub async fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
@@ -93,6 +98,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         duration,
         ring_buffer_bytes: args.ring_buffer_bytes,
         include_agent: args.include_agent,
+        hooks: args.hooks.parse().map_err(UsageError)?,
     };
     let mut stdout = std::io::stdout().lock();
     let mut stderr = std::io::stderr();

@@ -73,6 +73,9 @@ pub enum EventKind {
     NetnsCreated,
     /// A network namespace was destroyed.
     NetnsDestroyed,
+    /// A network namespace whose creation was reported cannot be watched (tier 2 before Linux 6.18, and it was
+    /// gone from every path userspace can reach): when it is destroyed is unknown.
+    NetnsEndUnknown,
 }
 
 /// A namespace type, named as in `/proc/PID/ns/`.
@@ -161,6 +164,8 @@ pub struct Event {
     /// Inodes before and after, indexed by [`NsType::index`]; 0 where unknown.
     pub old_ns: [u32; NS_COUNT],
     pub new_ns: [u32; NS_COUNT],
+    /// The kernel's 64-bit id of the network namespace a lifecycle event names (Linux >= 6.18), else 0.
+    pub net_cookie: u64,
 }
 
 impl Event {
@@ -179,10 +184,19 @@ impl Event {
     /// A destruction observed outside the ring buffer (see `crate::lifecycle`): only the inode and the time
     /// (CLOCK_BOOTTIME) are known.
     pub fn destroyed(inode: u32, ts_boot_ns: u64) -> Self {
+        Self::lifecycle(EventKind::NetnsDestroyed, inode, ts_boot_ns)
+    }
+
+    /// A namespace whose destruction will not be seen (see [`EventKind::NetnsEndUnknown`]).
+    pub fn end_unknown(inode: u32, ts_boot_ns: u64) -> Self {
+        Self::lifecycle(EventKind::NetnsEndUnknown, inode, ts_boot_ns)
+    }
+
+    fn lifecycle(kind: EventKind, inode: u32, ts_boot_ns: u64) -> Self {
         let mut old_ns = [0; NS_COUNT];
         old_ns[NS_NET] = inode;
         Event {
-            kind: EventKind::NetnsDestroyed,
+            kind,
             ts_boot_ns,
             flags: 0,
             ret: 0,
@@ -195,7 +209,13 @@ impl Event {
             comm: String::new(),
             old_ns,
             new_ns: [0; NS_COUNT],
+            net_cookie: 0,
         }
+    }
+
+    /// Whether this is the end of a namespace's life (destroyed, or known never to be seen destroyed).
+    pub fn is_end(&self) -> bool {
+        matches!(self.kind, EventKind::NetnsDestroyed | EventKind::NetnsEndUnknown)
     }
 
     /// The syscall, for transitions.
@@ -248,6 +268,7 @@ impl TryFrom<TransitionEvent> for Event {
             comm: String::from_utf8_lossy(&raw.comm[..comm_len]).into_owned(),
             old_ns: raw.old_ns,
             new_ns: raw.new_ns,
+            net_cookie: raw.net_cookie,
         })
     }
 }
@@ -304,7 +325,7 @@ mod tests {
         assert_eq!(Event::decode(&bytes(&raw)), Err(DecodeError::Syscall(99)));
         raw.kind = 42;
         assert_eq!(Event::decode(&bytes(&raw)), Err(DecodeError::Kind(42)));
-        assert_eq!(Event::decode(&[0; 3]), Err(DecodeError::Size { got: 3, want: 160 }));
+        assert_eq!(Event::decode(&[0; 3]), Err(DecodeError::Size { got: 3, want: 168 }));
     }
 
     #[test]

@@ -7,6 +7,43 @@ use netns_monitor_common::ns::{
 use super::event::{Event, EventKind, NsType, Syscall};
 use crate::inventory::Inventory;
 
+/// A [`Filter`] that follows namespaces from their creation: under `--pid`/`--comm` the destruction of a network
+/// namespace has no caller to judge (the last reference is often dropped by a kernel worker), so it passes when
+/// the namespace's creation passed.
+#[derive(Clone, Debug, Default)]
+pub struct Lineage {
+    filter: Filter,
+    /// Network namespaces whose creation passed the caller criteria and whose end has not come yet.
+    created: std::collections::HashSet<u32>,
+}
+
+impl Lineage {
+    pub fn new(filter: Filter) -> Self {
+        Self { filter, created: Default::default() }
+    }
+
+    /// Whether to show `event`.
+    pub fn keep(&mut self, event: &Event) -> bool {
+        let by_caller = !self.filter.pids.is_empty() || !self.filter.comms.is_empty();
+        if !by_caller {
+            return self.filter.matches(event);
+        }
+        let (_, new) = event.ns(NsType::Net);
+        if event.kind == EventKind::NetnsCreated {
+            let caller = (self.filter.pids.is_empty() || self.filter.pids.contains(&event.pid))
+                && (self.filter.comms.is_empty() || self.filter.comms.contains(&event.comm));
+            if caller {
+                self.created.insert(new);
+            }
+        }
+        if event.is_end() {
+            let (old, _) = event.ns(NsType::Net);
+            return self.created.remove(&old) && self.filter.matches_beyond_caller(event);
+        }
+        self.filter.matches(event)
+    }
+}
+
 /// A filter value that is not valid; the CLI reports it with exit code 2.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FilterError {
@@ -94,16 +131,21 @@ impl Filter {
         }
     }
 
-    /// Whether `event` passes every criterion. Lifecycle events (no caller for a destruction) pass only the
-    /// criteria they can be judged on: netns and type.
+    /// Whether `event` passes every criterion. The end of a namespace (no caller for a destruction) is judged
+    /// on netns and type only; [`Lineage`] keeps it under `--pid`/`--comm` when the creation passed.
     pub fn matches(&self, event: &Event) -> bool {
-        let destroyed = event.kind == EventKind::NetnsDestroyed;
-        if !self.pids.is_empty() && (destroyed || !self.pids.contains(&event.pid)) {
+        let end = event.is_end();
+        if !self.pids.is_empty() && (end || !self.pids.contains(&event.pid)) {
             return false;
         }
-        if !self.comms.is_empty() && (destroyed || !self.comms.contains(&event.comm)) {
+        if !self.comms.is_empty() && (end || !self.comms.contains(&event.comm)) {
             return false;
         }
+        self.matches_beyond_caller(event)
+    }
+
+    /// Every criterion but the caller's pid and comm.
+    fn matches_beyond_caller(&self, event: &Event) -> bool {
         if !self.syscalls.is_empty() && !event.syscall().is_some_and(|s| self.syscalls.contains(&s)) {
             return false;
         }
@@ -123,5 +165,46 @@ impl Filter {
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn created(pid: u32, comm: &str, inode: u32) -> Event {
+        let mut event = Event::destroyed(0, 0);
+        event.kind = EventKind::NetnsCreated;
+        event.pid = pid;
+        event.comm = comm.to_owned();
+        event.old_ns = [0; netns_monitor_common::ns::NS_COUNT];
+        event.new_ns[NsType::Net.index()] = inode;
+        event
+    }
+
+    #[test]
+    fn pid_filter_keeps_the_end_of_what_the_process_created_once() {
+        let mut lineage = Lineage::new(Filter { pids: vec![7], ..Filter::default() });
+        assert!(lineage.keep(&created(7, "a", 100)));
+        assert!(!lineage.keep(&created(8, "b", 200)), "another process's creation");
+        assert!(!lineage.keep(&Event::destroyed(200, 0)), "the end of another process's namespace");
+        assert!(lineage.keep(&Event::destroyed(100, 0)), "the end of ours, though it has no caller");
+        assert!(!lineage.keep(&Event::destroyed(100, 0)), "a namespace ends once; a reused inode is not ours");
+        assert!(lineage.keep(&created(7, "a", 300)));
+        assert!(lineage.keep(&Event::end_unknown(300, 0)), "an unknown end is an end too");
+    }
+
+    #[test]
+    fn comm_filter_follows_creations_too_and_no_filter_keeps_every_end() {
+        let mut lineage = Lineage::new(Filter { comms: vec!["ip".into()], ..Filter::default() });
+        assert!(lineage.keep(&created(9, "ip", 5)));
+        assert!(lineage.keep(&Event::destroyed(5, 0)));
+        assert!(!lineage.keep(&Event::destroyed(6, 0)));
+        let mut all = Lineage::new(Filter::default());
+        assert!(all.keep(&Event::destroyed(6, 0)));
+        // The other criteria still apply to an end: --syscall has none to match.
+        let mut syscalls = Lineage::new(Filter { pids: vec![1], syscalls: vec![Syscall::Setns], ..Filter::default() });
+        assert!(!syscalls.keep(&created(1, "x", 5)));
+        assert!(!syscalls.keep(&Event::destroyed(5, 0)));
     }
 }

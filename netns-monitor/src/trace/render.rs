@@ -74,7 +74,7 @@ fn kind_name(event: &Event) -> &'static str {
     match event.kind {
         EventKind::Transition(syscall) => syscall.name(),
         EventKind::NetnsCreated => "netns-created",
-        EventKind::NetnsDestroyed => "netns-destroyed",
+        EventKind::NetnsDestroyed | EventKind::NetnsEndUnknown => "netns-destroyed",
     }
 }
 
@@ -92,6 +92,7 @@ fn result(event: &Event) -> String {
         (EventKind::Transition(_), Some(errno)) => format!("{:?}", nix::errno::Errno::from_raw(errno)),
         (EventKind::Transition(Syscall::Clone | Syscall::Clone3), None) => format!("child {}", event.ret),
         (EventKind::Transition(_), None) => "ok".to_owned(),
+        (EventKind::NetnsEndUnknown, _) => "unknown (gone before it could be watched)".to_owned(),
         _ => "-".to_owned(),
     }
 }
@@ -141,7 +142,7 @@ fn write_row(out: &mut impl Write, event: &Event, names: &mut Names, clock: &Clo
             format!("{prefix}{} -> {}", labelled(old, names, net), labelled(new, names, net))
         })
         .collect();
-    let pid = if event.kind == EventKind::NetnsDestroyed { "-".to_owned() } else { event.pid.to_string() };
+    let pid = if event.is_end() { "-".to_owned() } else { event.pid.to_string() };
     let comm = if event.comm.is_empty() { "-" } else { &event.comm };
     writeln!(
         out,
@@ -188,12 +189,15 @@ struct JsonEvent {
     child_tid: Option<u32>,
     changed: Vec<&'static str>,
     namespaces: std::collections::BTreeMap<&'static str, JsonNs>,
+    /// For `netns_destroyed`: "seen", or "unknown" when the namespace could not be watched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    destroyed: Option<&'static str>,
 }
 
 impl JsonEvent {
     fn new(event: &Event, names: &mut Names, clock: &Clock) -> Self {
         let transition = event.syscall().is_some();
-        let caller = event.kind != EventKind::NetnsDestroyed;
+        let caller = !event.is_end();
         let mut namespaces = std::collections::BTreeMap::new();
         for ty in NsType::ALL {
             let (old, new) = event.ns(ty);
@@ -219,7 +223,7 @@ impl JsonEvent {
             event: match event.kind {
                 EventKind::Transition(_) => "transition",
                 EventKind::NetnsCreated => "netns_created",
-                EventKind::NetnsDestroyed => "netns_destroyed",
+                EventKind::NetnsDestroyed | EventKind::NetnsEndUnknown => "netns_destroyed",
             },
             syscall: event.syscall().map(Syscall::name),
             pid: caller.then_some(event.pid),
@@ -236,6 +240,11 @@ impl JsonEvent {
             child_tid: event.child.map(|c| c.1),
             changed: event.changed().map(NsType::proc_name).collect(),
             namespaces,
+            destroyed: match event.kind {
+                EventKind::NetnsDestroyed => Some("seen"),
+                EventKind::NetnsEndUnknown => Some("unknown"),
+                _ => None,
+            },
         }
     }
 }

@@ -9,7 +9,7 @@ use std::{
 
 use super::{
     event::{Event, EventKind, NsType},
-    filter::Filter,
+    filter::{Filter, Lineage},
     names::Names,
     render::{self, Clock, Format},
 };
@@ -19,7 +19,7 @@ use crate::{
         Inventory, ScanOptions,
         container::{runs_root_executable, start_time},
     },
-    lifecycle::{LifecycleError, Tracker},
+    lifecycle::{End, LifecycleError, Tracker},
 };
 
 /// What to trace and how to show it.
@@ -36,6 +36,8 @@ pub struct TraceOptions {
     /// Also show what the agent (`netns-monitor run`) does itself: it enters every new namespace to attach its
     /// classifiers, which would otherwise follow every namespace's creation.
     pub include_agent: bool,
+    /// Which hook tier to load.
+    pub hooks: crate::bpf::HookChoice,
 }
 
 /// How a session went.
@@ -83,17 +85,22 @@ pub async fn run(
     let load = LoadOptions {
         ring_buffer_bytes: options.ring_buffer_bytes,
         filter_pid: options.filter.kernel_pid(),
+        hooks: options.hooks,
         ..LoadOptions::default()
     };
     let mut probes = Probes::load(&load)?;
     probes.forward_kernel_logs()?;
     let mut events = probes.events()?;
     let mut tracker = Tracker::start(&inventory).await?;
+    if probes.hooks.tier.reports_destruction() {
+        tracker.kernel_reports_destruction();
+    }
     let mut names = Names::new(inventory).map_err(TraceError::Names)?;
     let mut agents = AgentPids::default();
+    let mut lineage = Lineage::new(options.filter.clone());
     let clock = Clock::now();
     // Scripts (and the tests) wait for this line before acting.
-    tracing::info!(tracked = tracker.tracked(), "programs attached; tracing");
+    tracing::info!(tracked = tracker.tracked(), tier = probes.hooks.tier.number(), "programs attached; tracing");
 
     let mut summary = Summary::default();
     if options.format == Format::Table
@@ -121,12 +128,24 @@ pub async fn run(
                     break Err(Stop::Error(TraceError::Events(err)));
                 }
             }
-            destroyed = tracker.next_destroyed() => match destroyed {
-                Some(inode) => batch.push(Event::destroyed(inode, render::boottime_ns())),
+            end = tracker.next_end() => match end {
+                Some(End::Destroyed(inode)) => batch.push(Event::destroyed(inode, render::boottime_ns())),
+                Some(End::Unknown(inode)) => batch.push(Event::end_unknown(inode, render::boottime_ns())),
                 None => break Err(Stop::Error(TraceError::Lifecycle(LifecycleError::Closed))),
             },
         }
-        match handle_batch(&mut batch, &options, &mut tracker, &mut names, &mut agents, &clock, out, &mut summary).await
+        match handle_batch(
+            &mut batch,
+            &options,
+            &mut lineage,
+            &mut tracker,
+            &mut names,
+            &mut agents,
+            &clock,
+            out,
+            &mut summary,
+        )
+        .await
         {
             Ok(true) => {}
             Ok(false) => break Ok(()),
@@ -147,6 +166,7 @@ pub async fn run(
 async fn handle_batch(
     batch: &mut Vec<Event>,
     options: &TraceOptions,
+    lineage: &mut Lineage,
     tracker: &mut Tracker,
     names: &mut Names,
     agents: &mut AgentPids,
@@ -158,10 +178,14 @@ async fn handle_batch(
         if event.kind == EventKind::NetnsCreated {
             let (_, inode) = event.ns(NsType::Net);
             tracker
-                .track_created(inode, event.pid, event.tid, || Inventory::scan(&ScanOptions { fds: true }).ok())
+                .track_created(inode, event.net_cookie, event.pid, event.tid, || {
+                    Inventory::scan(&ScanOptions { fds: true }).ok()
+                })
                 .await;
         }
-        if !options.filter.matches(&event) || (!options.include_agent && agents.is_agent(event.pid)) {
+        // A namespace's end has no caller of its own: the agent may just have closed its last reference.
+        let agent = !options.include_agent && !event.is_end() && agents.is_agent(event.pid);
+        if !lineage.keep(&event) || agent {
             continue;
         }
         render::write(out, options.format, &event, names, clock).map_err(output)?;

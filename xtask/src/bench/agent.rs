@@ -30,6 +30,11 @@ pub struct Agent {
 impl Agent {
     /// Starts the agent and waits (up to `timeout`) until `/metrics` answers.
     pub fn start(binary: &Path, timeout: Duration) -> anyhow::Result<Self> {
+        Self::start_with(binary, timeout, &[])
+    }
+
+    /// [`Self::start`] with more `run` arguments (`--hooks tracepoint`).
+    pub fn start_with(binary: &Path, timeout: Duration, extra: &[&str]) -> anyhow::Result<Self> {
         let pin_dir = fixture::pin_dir();
         let addr = free_local_addr()?;
         let logs = workspace_root().join("target/bench/logs");
@@ -43,6 +48,7 @@ impl Agent {
             .arg(addr.to_string())
             .arg("--pin-dir")
             .arg(&pin_dir)
+            .args(extra)
             .env("RUST_LOG", "warn,netns_monitor::agent=info,netns_monitor::cli=info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -71,6 +77,17 @@ impl Agent {
         scrape_timeout(agent.addr, timeout).context("the first scrape failed")?;
         agent.start_time = started.elapsed();
         Ok(agent)
+    }
+
+    /// The hook tier the agent loaded (1 or 2), from its `netns_monitor_hook_info`.
+    pub fn tier(&self) -> anyhow::Result<u8> {
+        let metrics = self.metrics()?;
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with("netns_monitor_hook_info{"))
+            .context("the agent exports no netns_monitor_hook_info")?;
+        let tier = line.split("tier=\"").nth(1).and_then(|rest| rest.split('"').next()).context("no tier label")?;
+        tier.parse().with_context(|| format!("tier label {tier:?}"))
     }
 
     pub fn pid(&self) -> u32 {

@@ -275,7 +275,7 @@ impl Scenario {
         let pinned = std::fs::read_dir(pin_dir().join("transitions")).map(|d| d.count()).unwrap_or(0);
         if pinned > 0 {
             return Outcome::Pass(format!(
-                "{pinned} tracepoint links pinned: transitions are traced while the agent is down"
+                "{pinned} transition links pinned: transitions are traced while the agent is down"
             ));
         }
         let log = self.log_text();

@@ -9,6 +9,7 @@
 //! the next one still runs.
 
 mod agent;
+mod cost;
 mod report;
 mod sys;
 mod transitions;
@@ -17,15 +18,18 @@ use std::{path::PathBuf, process::ExitCode};
 
 use report::Reporter;
 
-const USAGE: &str = "usage: kernel-check --agent PATH [--only CHECK[,CHECK...]]";
+const USAGE: &str = "usage: kernel-check --agent PATH [--expect-tier1] [--only CHECK[,CHECK...]]";
 
 fn main() -> ExitCode {
     let mut agent = None;
     let mut only: Option<Vec<String>> = None;
+    let mut expect_tier1 = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--agent" => agent = args.next().map(PathBuf::from),
+            // The kernel allows fentry (Debian's do): `hooks` fails if `auto` falls back to tier 2.
+            "--expect-tier1" => expect_tier1 = true,
             "--only" => only = args.next().map(|list| list.split(',').map(str::to_owned).collect()),
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -56,7 +60,7 @@ fn main() -> ExitCode {
     let mut report = Reporter::new(only);
     sys::prepare_host();
     report.kernel_info();
-    transitions::run(&mut report);
+    transitions::run(&mut report, &agent, expect_tier1);
     agent::run(&mut report, &agent);
     report.end()
 }
