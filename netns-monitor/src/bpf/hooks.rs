@@ -199,14 +199,6 @@ impl Tier {
     }
 }
 
-/// Every program name of both tiers (a restarted agent removes the pins of the tier it did not load).
-pub fn all_programs() -> Vec<&'static str> {
-    let mut names: Vec<&str> = FENTRY.iter().chain(TRACEPOINTS).map(|s| s.program).collect();
-    names.sort_unstable();
-    names.dedup();
-    names
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -281,7 +281,8 @@ impl Drop for Probes {
 }
 
 impl Probes {
-    /// Mounts what is missing, computes offsets, loads the object and attaches every transition tracepoint.
+    /// Mounts what is missing, computes offsets, loads the object and attaches the transition and lifecycle
+    /// programs of the hook tier the kernel accepts (see [`hooks`]).
     pub fn load(options: &LoadOptions) -> Result<Self, BpfError> {
         if EBPF_OBJECT.is_empty() {
             return Err(BpfError::NotBuilt);
@@ -356,8 +357,11 @@ impl Probes {
             }
         }
         adopted.links = replaced_links.len();
-        if pin_links {
-            let programs: Vec<&str> = hooks.tier.programs().iter().map(|spec| spec.program).collect();
+        // Even when this load pins nothing: a previous agent on tier 1 (pinnable on 5.10) left links that would
+        // go on emitting beside this tier's programs.
+        if !ephemeral && transitions_dir.is_dir() {
+            let programs: Vec<&str> =
+                if pin_links { hooks.tier.programs().iter().map(|spec| spec.program).collect() } else { Vec::new() };
             replaced_links.extend(persist::remove_stale_links(&transitions_dir, &programs)?);
         }
         let backlog = match replaced_ring {

@@ -18,9 +18,11 @@
 //!
 //! Adoption, program by program: the new program is attached first, then its link is pinned under a temporary
 //! name and renamed over the old pin (atomic in bpffs), which drops the last reference to the old link. No call
-//! goes unseen, because the new program runs before the old one stops. None is reported twice while both run,
+//! goes unseen, because the new program runs before the old one stops. No transition is reported twice while both run,
 //! because they share `PENDING`: an exit emits only if it finds the thread's entry, and removes it, so the second
-//! exit program of a pair finds nothing. The restarted agent then reads the ring buffer from where the old one
+//! exit program of a pair finds nothing. Tier 1's lifecycle programs (`fexit/copy_net_ns`, `fentry/netdev_exit`)
+//! do not go through `PENDING`: a namespace made or torn down in the moment both generations are attached is
+//! reported by each. The restarted agent then reads the ring buffer from where the old one
 //! stopped (the consumer position lives in the map, not in the process).
 //!
 //! A pinned map this build cannot share is replaced rather than misused: another ring buffer size (the operator

@@ -132,6 +132,9 @@ impl Tracker {
     /// [`End`] (its ids still serve [`Self::inode_of`]) and counts nothing as untracked.
     pub fn kernel_reports_destruction(&mut self) {
         self.kernel_reports = true;
+        // What the start-up tracking could not watch is the kernel's to report too.
+        self.unknown.clear();
+        self.untracked = 0;
     }
 
     /// Whether this kernel lets the tracker reopen namespaces by nsfs file handle (Linux >= 6.18).
@@ -161,7 +164,12 @@ impl Tracker {
             match opener.open(cookie, inode) {
                 Ok(handle::Reopened::Alive(file)) => return self.track(inode, Some(file)).await,
                 Ok(handle::Reopened::Gone) => {
-                    // Made and destroyed before we looked: its end is known, and it is now.
+                    // Made and destroyed before we looked: its end is known, and it is now. Tracked already
+                    // (found by a scan before its creation was read), its RTM_DELNSID must not end it again.
+                    if let Some(old_id) = self.by_inode.remove(&inode) {
+                        self.by_id.remove(&old_id);
+                        *self.stale_deletions.entry(old_id).or_default() += 1;
+                    }
                     if !self.kernel_reports {
                         self.gone.push_back(inode);
                     }
