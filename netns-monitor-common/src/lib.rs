@@ -37,5 +37,6 @@ impl_pod!(
     offsets::KernelOffsets,
     traffic::TrafficKey,
     traffic::TrafficCounters,
+    traffic::TrafficBase,
     traffic::DeviceCache
 );

@@ -43,7 +43,21 @@ impl TrafficCounters {
     }
 }
 
+/// Value of the `TRAFFIC_BASE` map, written only by userspace: what the kernel counted on an interface that the
+/// classifiers never saw (packets before they were attached). An interface's totals are its `TRAFFIC` counters
+/// plus this. It is kept apart because userspace cannot add to a per-CPU entry without overwriting what the
+/// programs count meanwhile on the other CPUs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficBase {
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+}
+
 const _: () = assert!(size_of::<TrafficKey>() == 8);
+const _: () = assert!(size_of::<TrafficBase>() == 32);
 const _: () = assert!(size_of::<TrafficCounters>() == 2 * 2 * 4 * 8);
 
 /// A CPU's memo of the last device a classifier saw and that device's namespace, so the common case (a run of

@@ -6,12 +6,12 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use netns_monitor_common::{
     counters::COUNTER_SLOTS,
     event::TransitionEvent,
-    traffic::{DeviceCache, TrafficCounters, TrafficKey},
+    traffic::{DeviceCache, TrafficBase, TrafficCounters, TrafficKey},
 };
 
 /// Events to userspace. 1 MiB holds about 5,900 events (168 bytes + 8 of header each): 25 ms of a one-core setns
@@ -34,6 +34,12 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SL
 /// worth of per-CPU values would be hundreds of MB on a large machine; entries cost memory only when used.
 #[map]
 pub static TRAFFIC: PerCpuHashMap<TrafficKey, TrafficCounters> = PerCpuHashMap::pinned(64 * 1024, BPF_F_NO_PREALLOC);
+
+/// What the kernel counted on each interface before the classifiers saw it, per (namespace inode, ifindex):
+/// written by userspace only, once per interface, and read beside [`TRAFFIC`]. No program touches it; it lives
+/// in the object so that the loader creates and pins it with the others.
+#[map]
+pub static TRAFFIC_BASE: HashMap<TrafficKey, TrafficBase> = HashMap::pinned(64 * 1024, BPF_F_NO_PREALLOC);
 
 /// Slots of [`DEVICE_CACHE`].
 pub const DEVICE_CACHE_SLOTS: u32 = 64;

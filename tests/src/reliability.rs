@@ -498,12 +498,19 @@ pub fn new_kernel_problems(before: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The TRAFFIC map's entries per namespace inode, from the kernel (bpftool dumps the pinned map; the key's
-/// first four bytes are the inode, little-endian).
+/// Entries of the TRAFFIC and TRAFFIC_BASE maps per namespace inode, from the kernel (bpftool dumps the pinned
+/// maps; the key's first four bytes are the inode, little-endian).
 pub fn traffic_entries(pin_dir: &Path) -> BTreeMap<u32, usize> {
-    let dump = bpftool(&["map", "dump", "pinned", &pin_dir.join("TRAFFIC").display().to_string()]);
     let mut by = BTreeMap::new();
-    for entry in dump.as_array().expect("map dump") {
+    for map in ["TRAFFIC", "TRAFFIC_BASE"] {
+        count_entries(pin_dir, map, &mut by);
+    }
+    by
+}
+
+fn count_entries(pin_dir: &Path, map: &str, by: &mut BTreeMap<u32, usize>) {
+    let dump = bpftool(&["map", "dump", "pinned", &pin_dir.join(map).display().to_string()]);
+    for entry in dump.as_array().unwrap_or_else(|| panic!("{map} dump")) {
         let key = &entry["key"];
         let bytes: Vec<u8> = key
             .as_array()
@@ -517,7 +524,6 @@ pub fn traffic_entries(pin_dir: &Path) -> BTreeMap<u32, usize> {
         let inode = u32::from_le_bytes(bytes[..4].try_into().unwrap());
         *by.entry(inode).or_default() += 1;
     }
-    by
 }
 
 /// Link pins per namespace inode.

@@ -204,3 +204,55 @@ async fn kill_9_and_restart_lose_nothing() {
         .collect();
     assert_eq!(links.len(), 2, "{links:?}");
 }
+
+/// Interfaces attached while traffic flows through them start exactly at the kernel's counters: the start-up
+/// attach of three agents in turn, each on a fresh pin directory (so each measures the base again), while a
+/// sender keeps about ten thousand datagrams a second going from A to B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interfaces_attached_under_traffic_start_at_the_kernels_counters() {
+    require_root();
+    let pair = VethPair::new(47);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (a, b, net) = (pair.a.clone(), pair.b.clone(), pair.net.clone());
+    let target = addr(&format!("{net}.2"), port(47));
+    let receiver = in_named(&b, move || UdpSocket::bind(target).expect("bind"));
+    let sender = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            in_named(&a, move || {
+                let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    socket.send_to(&[5u8; 64], target).unwrap();
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+            })
+        })
+    };
+    // Whatever happens below, the sender stops (its namespaces go with `pair`).
+    struct Stop(Arc<AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let stopping = Stop(Arc::clone(&stop));
+    // Traffic is flowing before the first agent starts.
+    let flowing = Instant::now();
+    while kernel_stats(&pair.b, &pair.vb)[1] < 1000 {
+        assert!(flowing.elapsed() < DEADLINE, "the sender's datagrams do not reach B");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut agents = Vec::new();
+    for _ in 0..3 {
+        let agent = AgentProcess::start(&[]).await;
+        agent.wait_counting(pair.inode(&pair.a), &pair.va, DEADLINE);
+        agent.wait_counting(pair.inode(&pair.b), &pair.vb, DEADLINE);
+        agents.push(agent);
+    }
+    drop(stopping);
+    sender.join().unwrap();
+    drop(receiver);
+    for agent in &agents {
+        assert_counters_equal_kernel(agent, &pair);
+    }
+}

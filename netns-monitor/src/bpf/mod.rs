@@ -47,6 +47,8 @@ pub mod maps {
     pub const PENDING: &str = "PENDING";
     /// Pinned by name under the pin directory, so counting survives agent restarts.
     pub const TRAFFIC: &str = "TRAFFIC";
+    /// What each interface counted before the classifiers saw it; written by userspace only, pinned by name.
+    pub const TRAFFIC_BASE: &str = "TRAFFIC_BASE";
     /// One u32 the classifiers compare their device memo against; bumped on link and namespace changes.
     pub const LINK_GENERATION: &str = "LINK_GENERATION";
 }

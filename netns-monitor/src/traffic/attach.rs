@@ -117,15 +117,39 @@ impl Attachments {
     /// name): runtimes rename the ends they make (Docker's `vethXXXX` becomes `eth0` in the container), so the
     /// name a notification carried may be gone. A rename between the lookup and the attach is retried.
     ///
-    /// A new interface's counters start at what the kernel counted on it before the classifiers ran, under
-    /// protocol "other": a container's first packets pass before any notification of its interface can be
-    /// read, and the totals must be the kernel's from the first packet.
+    /// A new interface's totals start at what the kernel counted on it before the classifiers ran (its base,
+    /// see [`super::seed`]): a container's first packets pass before any notification of its interface can be
+    /// read, and the totals must be the kernel's from the first packet. Its counters are created before the
+    /// classifiers are attached, so that no packet they see finds none; if the attach fails they are removed
+    /// again.
     pub fn attach(
         &mut self,
         probes: &mut Probes,
         netns_fd: BorrowedFd<'_>,
         key: TrafficKey,
     ) -> Result<Option<&Attached>, TrafficError> {
+        let created = self.map.create(key)?;
+        match self.attach_counted(probes, netns_fd, key) {
+            Ok(Some(attached)) => {
+                self.attached.insert(key, attached);
+                Ok(self.attached.get(&key))
+            }
+            other => {
+                if created {
+                    self.map.remove(&key)?;
+                }
+                other.map(|_| None)
+            }
+        }
+    }
+
+    /// [`Self::attach`] once the counters exist: the classifiers, then the base where it is not written yet.
+    fn attach_counted(
+        &mut self,
+        probes: &mut Probes,
+        netns_fd: BorrowedFd<'_>,
+        key: TrafficKey,
+    ) -> Result<Option<Attached>, TrafficError> {
         const ATTEMPTS: usize = 3;
         // A TCX link that moved here with the device (see [`Self::remove`]) holds our program until the kernel
         // releases it: attaching meanwhile fails with EEXIST. How long to wait for that, in steps.
@@ -133,28 +157,25 @@ impl Attachments {
         const HELD_STEP: std::time::Duration = std::time::Duration::from_millis(10);
         let (mut attempts, mut held) = (0, 0);
         while attempts < ATTEMPTS {
-            let counted = self.map.contains(&key);
-            let Some((name, _)) =
-                in_netns(Some(netns_fd), || current(key.ifindex, false)).map_err(TrafficError::Thread)?
-            else {
+            let Some(name) = in_netns(Some(netns_fd), || name_of(key.ifindex)).map_err(TrafficError::Thread)? else {
                 return Ok(None);
             };
-            if self.attached.get(&key).is_some_and(|a| a.name == name) {
-                return Ok(self.attached.get(&key));
+            if let Some(attached) = self.attached.get(&key).filter(|a| a.name == name) {
+                return Ok(Some(attached.clone()));
             }
             match self.attach_named(probes, netns_fd, key, &name) {
                 Ok(adopted) => {
-                    if !counted {
+                    if !self.map.has_base(&key) {
                         // The classifiers memoise each device's namespace. One that just moved here (CNI makes
                         // the host end in the container's namespace, then moves it out) would go on being
-                        // counted under its old namespace until the memo is dropped: drop it before the kernel's
-                        // counters are read, or what passes between that read and the agent's next publish is
-                        // in neither the seed nor this entry.
+                        // counted under its old namespace until the memo is dropped: drop it before the base is
+                        // measured, or what passes meanwhile is in neither the base nor these counters.
                         probes.bump_link_generation().map_err(TrafficError::Bpf)?;
-                        self.start_counting(netns_fd, key)?;
+                        if !super::seed::write_base(&mut self.map, netns_fd, key, &name)? {
+                            return Ok(None);
+                        }
                     }
-                    self.attached.insert(key, Attached { name, adopted });
-                    return Ok(self.attached.get(&key));
+                    return Ok(Some(Attached { name, adopted }));
                 }
                 // Renamed or moved away between the lookup and the attach: look again.
                 Err(TrafficError::Attach { source, .. }) if has_errno(&source, libc::ENODEV) => attempts += 1,
@@ -168,31 +189,6 @@ impl Attachments {
             }
         }
         Ok(None)
-    }
-
-    /// Creates the counters of a newly attached interface at what the kernel counted on it so far. Until the
-    /// entry exists the classifiers count nothing (no entry), so reading the kernel's counters and then creating
-    /// the entry, back to back on one thread, leaves only the few microseconds between the two for a packet to
-    /// be missed, instead of the whole attach.
-    fn start_counting(&mut self, netns_fd: BorrowedFd<'_>, key: TrafficKey) -> Result<(), TrafficError> {
-        let map = &mut self.map;
-        in_netns(Some(netns_fd), || {
-            let before = match current(key.ifindex, true) {
-                Some((_, Some(totals))) => totals,
-                Some((name, None)) => {
-                    tracing::warn!(
-                        device = name,
-                        netns = key.netns,
-                        "cannot read what the kernel counted before attaching (/proc/net/dev); counting from zero"
-                    );
-                    KernelTotals::default()
-                }
-                // Gone already: nothing will be counted on it.
-                None => KernelTotals::default(),
-            };
-            map.ensure(key, before)
-        })
-        .map_err(TrafficError::Thread)?
     }
 
     /// Both directions on the interface named `name` now; whether both were adopted from pins.
@@ -269,13 +265,8 @@ impl Attachments {
     }
 }
 
-/// What the kernel counted on an interface: (rx bytes, rx packets, tx bytes, tx packets).
-pub type KernelTotals = [u64; 4];
-
-/// Runs inside the interface's namespace: its current name, and (when `totals`) what the kernel counted on it
-/// so far (`/proc/thread-self/net/dev`: the calling thread's namespace). `None` when no interface has that
-/// index here.
-fn current(ifindex: u32, totals: bool) -> Option<(String, Option<KernelTotals>)> {
+/// Runs inside the interface's namespace: its current name; `None` when no interface has that index here.
+fn name_of(ifindex: u32) -> Option<String> {
     let mut buffer = [0 as libc::c_char; libc::IF_NAMESIZE];
     // SAFETY: if_indextoname writes at most IF_NAMESIZE bytes (NUL included) into the buffer it is given.
     let found = unsafe { libc::if_indextoname(ifindex, buffer.as_mut_ptr()) };
@@ -283,25 +274,7 @@ fn current(ifindex: u32, totals: bool) -> Option<(String, Option<KernelTotals>)>
         return None;
     }
     // SAFETY: on success the buffer holds a NUL-terminated name.
-    let name = unsafe { std::ffi::CStr::from_ptr(buffer.as_ptr()) }.to_string_lossy().into_owned();
-    let totals = totals
-        .then(|| std::fs::read_to_string("/proc/thread-self/net/dev").ok())
-        .flatten()
-        .and_then(|text| dev_totals(&text, &name));
-    Some((name, totals))
-}
-
-/// The counters of `name` in the text of `/proc/net/dev`.
-pub fn dev_totals(text: &str, name: &str) -> Option<KernelTotals> {
-    text.lines().skip(2).find_map(|line| {
-        let (device, fields) = line.split_once(':')?;
-        if device.trim() != name {
-            return None;
-        }
-        let fields: Vec<u64> = fields.split_whitespace().filter_map(|f| f.parse().ok()).collect();
-        // receive: bytes packets errs drop fifo frame compressed multicast; transmit: bytes packets ...
-        Some([*fields.first()?, *fields.get(1)?, *fields.get(8)?, *fields.get(9)?])
-    })
+    Some(unsafe { std::ffi::CStr::from_ptr(buffer.as_ptr()) }.to_string_lossy().into_owned())
 }
 
 /// `<netns>-<ifindex>-<direction>` back to its key.
@@ -443,17 +416,6 @@ fn has_errno(err: &aya::programs::ProgramError, errno: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn proc_net_dev_is_read_per_device() {
-        let text = "Inter-|   Receive                                                |  Transmit\n \
- face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
-lo:     140       2    0    0    0     0          0         0      140       2    0    0    0     0       0          0\n  \
-eth0:    1046      11    0    0    0     0          0         0     2006      19    0    0    0     0       0          0\n";
-        assert_eq!(dev_totals(text, "eth0"), Some([1046, 11, 2006, 19]));
-        assert_eq!(dev_totals(text, "lo"), Some([140, 2, 140, 2]));
-        assert_eq!(dev_totals(text, "eth"), None);
-    }
 
     #[test]
     fn pin_names_round_trip() {

@@ -1,10 +1,13 @@
 //! Per-namespace traffic: attaching the tc/TCX classifiers to every veth end ([`attach`]), finding veths
-//! ([`links`]) and hearing about new ones ([`monitor`]), and reading the counters ([`counters`]).
+//! ([`links`]) and hearing about new ones ([`monitor`]), reading the counters ([`counters`]), and the kernel's own
+//! counters they start from ([`kernel`], [`seed`]).
 
 pub mod attach;
 pub mod counters;
+pub mod kernel;
 pub mod links;
 pub mod monitor;
+pub mod seed;
 
 use crate::bpf::{BpfError, Direction};
 
@@ -21,6 +24,14 @@ pub enum TrafficError {
     },
     #[error("traffic map")]
     Map(#[source] aya::maps::MapError),
+    #[error("the pin directory has no TRAFFIC_BASE map (left by an older agent): restart the agent to create it")]
+    NoBaseMap,
+    #[error("cannot read the kernel's counters of interface {ifindex}")]
+    KernelStats {
+        ifindex: u32,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot read the traffic map in batches")]
     Batch(#[source] std::io::Error),
     #[error("cannot count CPUs")]
