@@ -15,6 +15,14 @@ use netns_monitor_tests::{
 };
 use serde_json::Value;
 
+/// Taken by both tests: `attach --all` names every unnamed process-held namespace on the machine, the other
+/// test's holder too, and `ip netns identify` then prints its `pid-N` name instead of the one the test gave.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A process in a fresh network namespace of its own (`unshare -n sleep`); killed on drop.
 struct Holder {
     child: Child,
@@ -54,6 +62,7 @@ fn list_entry(inode: u32) -> Value {
 #[test]
 fn process_held_namespace_is_listed_and_attach_names_it() {
     require_root();
+    let _turn = one_at_a_time();
     let holder = Holder::spawn();
     let entry = list_entry(holder.inode);
     assert_eq!(entry["source"], "process", "{entry:#}");
@@ -87,6 +96,7 @@ fn process_held_namespace_is_listed_and_attach_names_it() {
 #[test]
 fn attach_all_names_with_symlinks_that_never_pin_and_prunes_its_own() {
     require_root();
+    let _turn = one_at_a_time();
     let plain = Holder::spawn();
     let person = Holder::spawn();
     let person_name = unique_name("nsm-person");
