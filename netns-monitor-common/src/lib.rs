@@ -37,6 +37,8 @@ impl_pod!(
     offsets::KernelOffsets,
     traffic::TrafficKey,
     traffic::TrafficCounters,
+    traffic::ProtocolCounters,
+    traffic::TrafficConfig,
     traffic::TrafficBase,
     traffic::DeviceCache
 );

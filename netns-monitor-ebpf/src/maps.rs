@@ -6,12 +6,12 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use netns_monitor_common::{
     counters::COUNTER_SLOTS,
     event::TransitionEvent,
-    traffic::{DeviceCache, TrafficBase, TrafficCounters, TrafficKey},
+    traffic::{DeviceCache, ProtocolCounters, TrafficBase, TrafficCounters, TrafficKey},
 };
 
 /// Events to userspace. 1 MiB holds about 5,900 events (168 bytes + 8 of header each): 25 ms of a one-core setns
@@ -29,11 +29,21 @@ pub static PENDING: LruHashMap<u32, TransitionEvent> = LruHashMap::with_max_entr
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
-/// Traffic counters per (namespace inode, ifindex), per CPU. Pinned by name under the agent's bpffs directory
-/// (/sys/fs/bpf/netns-monitor/TRAFFIC), so counting survives agent restarts. Not preallocated: 64k interfaces'
-/// worth of per-CPU values would be hundreds of MB on a large machine; entries cost memory only when used.
+/// Traffic counters by counter slot, per CPU: an array, so finding an interface's counters costs no hash
+/// (the slot comes from the attachment or the device memo, see `traffic`). Pinned by name under the agent's
+/// bpffs directory (/sys/fs/bpf/netns-monitor/TRAFFIC), so counting survives agent restarts. Preallocated:
+/// userspace sizes it at load (`--max-interfaces`; 32 bytes per slot and possible CPU).
 #[map]
-pub static TRAFFIC: PerCpuHashMap<TrafficKey, TrafficCounters> = PerCpuHashMap::pinned(64 * 1024, BPF_F_NO_PREALLOC);
+pub static TRAFFIC: PerCpuArray<TrafficCounters> = PerCpuArray::pinned(16 * 1024, 0);
+
+/// The protocol split of [`TRAFFIC`], same slots; one entry unless the split is on (the loader sizes it).
+#[map]
+pub static TRAFFIC_PROTOCOLS: PerCpuArray<ProtocolCounters> = PerCpuArray::pinned(1, 0);
+
+/// The counter slot of each (namespace inode, ifindex) the agent counts: written by userspace only (before it
+/// attaches, so no packet of an attached interface finds none), read where the attachment cannot name the slot.
+#[map]
+pub static TRAFFIC_SLOTS: HashMap<TrafficKey, u32> = HashMap::pinned(64 * 1024, BPF_F_NO_PREALLOC);
 
 /// What the kernel counted on each interface before the classifiers saw it, per (namespace inode, ifindex):
 /// written by userspace only, once per interface, and read beside [`TRAFFIC`]. No program touches it; it lives
@@ -44,7 +54,7 @@ pub static TRAFFIC_BASE: HashMap<TrafficKey, TrafficBase> = HashMap::pinned(64 *
 /// Slots of [`DEVICE_CACHE`].
 pub const DEVICE_CACHE_SLOTS: u32 = 64;
 
-/// Per-CPU memo of recent devices' namespaces, direct-mapped by device address (see `DeviceCache`).
+/// Per-CPU memo of recent devices' counter slots, direct-mapped by device address (see `DeviceCache`).
 #[map]
 pub static DEVICE_CACHE: PerCpuArray<DeviceCache> = PerCpuArray::with_max_entries(DEVICE_CACHE_SLOTS, 0);
 

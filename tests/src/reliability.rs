@@ -498,11 +498,11 @@ pub fn new_kernel_problems(before: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Entries of the TRAFFIC and TRAFFIC_BASE maps per namespace inode, from the kernel (bpftool dumps the pinned
-/// maps; the key's first four bytes are the inode, little-endian).
+/// Entries of the TRAFFIC_SLOTS and TRAFFIC_BASE maps (keyed by interface) per namespace inode, from the kernel
+/// (bpftool dumps the pinned maps; the key's first four bytes are the inode, little-endian).
 pub fn traffic_entries(pin_dir: &Path) -> BTreeMap<u32, usize> {
     let mut by = BTreeMap::new();
-    for map in ["TRAFFIC", "TRAFFIC_BASE"] {
+    for map in ["TRAFFIC_SLOTS", "TRAFFIC_BASE"] {
         count_entries(pin_dir, map, &mut by);
     }
     by

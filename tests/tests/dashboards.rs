@@ -79,6 +79,17 @@ fn dashboards_are_well_formed_and_use_the_metrics_contract() {
     let per_netns =
         dashboards.iter().find(|d| d.json["uid"] == "netns-monitor-netns").expect("per-namespace dashboard");
     let uses = |d: &Dashboard, metric: &str| d.target_queries().iter().any(|q| q.expr.contains(metric));
+    // The protocol panels show data only with the agent's opt-in split: each says so.
+    for dashboard in [overview, per_netns] {
+        for panel in dashboard.json["panels"].as_array().expect("panels") {
+            let exprs = panel["targets"].as_array().map(|t| t.iter().map(|t| t["expr"].to_string()).collect());
+            let exprs: Vec<String> = exprs.unwrap_or_default();
+            if exprs.iter().any(|e| e.contains("_protocol_")) {
+                let description = panel["description"].as_str().unwrap_or_default();
+                assert!(description.contains("--traffic-protocols"), "{}: {description}", dashboard.file);
+            }
+        }
+    }
     for metric in [
         "netns_monitor_netns_info",
         "netns_monitor_netns_receive_bytes_total",
@@ -328,7 +339,11 @@ fn every_dashboard_query_returns_data_from_a_live_agent() {
     // Its own pin directory, removed at the end, so the test leaves no classifier behind.
     let pins = PinDir::new("nsm-dash");
     let mut cmd = std::process::Command::new(cli_path());
-    cmd.args(["run", "--listen", &listen.to_string()]).arg("--pin-dir").arg(&pins.path).env("RUST_LOG", "info");
+    // With the protocol split, which the protocol panels need (they say so).
+    cmd.args(["run", "--traffic-protocols", "--listen", &listen.to_string()])
+        .arg("--pin-dir")
+        .arg(&pins.path)
+        .env("RUST_LOG", "info");
     let mut agent = Daemon::spawn("netns-monitor run", cmd, dir.path.join("agent.log"));
     // The endpoint answers only once the programs are attached and every namespace scanned: from then on the
     // agent sees everything below.

@@ -82,8 +82,9 @@ fn assert_counters_equal_kernel(agent: &AgentProcess, pair: &VethPair) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_equal_kernel_statistics_exactly() {
     require_root();
-    // Started first: the namespaces and the veth below appear while it runs.
-    let agent = AgentProcess::start(&[]).await;
+    // Started first: the namespaces and the veth below appear while it runs. With the protocol split, which
+    // is checked below too.
+    let agent = AgentProcess::start(&["--traffic-protocols"]).await;
     let pair = VethPair::new(41);
     agent.wait_counting(pair.inode(&pair.a), &pair.va, DEADLINE);
     agent.wait_counting(pair.inode(&pair.b), &pair.vb, DEADLINE);
@@ -123,6 +124,12 @@ async fn deleted_namespaces_lose_their_counters_series_and_pins() {
         scrape.body.lines().filter(|l| l.contains(&format!("netns=\"{inode}\""))).count()
     };
     assert!(series_of(ib) > 0, "the namespace has series while it lives");
+    // Without --traffic-protocols there is no protocol split, in `stats` or in /metrics.
+    let vb = agent.interface(ib, &pair.vb).expect("interface counted");
+    assert!(vb["rx"].get("protocols").is_none() && vb["tx"].get("protocols").is_none(), "{vb}");
+    let scrape = http::get(listen, "/metrics", Duration::from_secs(10)).expect("scrape");
+    assert!(!scrape.body.contains("_protocol_"), "protocol families without the split");
+    assert!(scrape.body.contains("netns_monitor_network_receive_bytes_total{"), "the totals are there");
 
     drop(pair);
     let start = Instant::now();

@@ -252,6 +252,8 @@ pub struct Snapshot {
     pub programs: Vec<ProgramStats>,
     /// How long the previous scrape took.
     pub last_duration: f64,
+    /// Counter slots in use and how many there are (`--max-interfaces`), when the map could be read.
+    pub traffic_slots: Option<(u64, u64)>,
 }
 
 impl StateCollector {
@@ -324,6 +326,8 @@ impl StateCollector {
             })
             .collect();
 
+        let traffic_slots =
+            totals.as_ref().ok().map(|totals| (totals.len() as u64, u64::from(self.traffic.capacity())));
         // Traffic of the interfaces the agent counts.
         let interfaces = match totals {
             Ok(totals) => topology
@@ -365,6 +369,7 @@ impl StateCollector {
             kernel,
             programs,
             last_duration: *self.last_duration.lock().unwrap_or_else(|p| p.into_inner()),
+            traffic_slots,
         }
     }
 }
@@ -393,6 +398,7 @@ enum Samples {
     RingbufFill,
     RingbufSize,
     ScrapeDuration,
+    TrafficSlots,
     Uncounted,
 }
 
@@ -497,6 +503,12 @@ const STATE_FAMILIES: &[(&str, &str, &str, Samples)] = {
         ),
         ("netns_monitor_bpf_program_runs_total", "Runs of each program.", "counter", Runs),
         ("netns_monitor_attached_interfaces", "Interfaces with both classifiers attached.", "gauge", Attached),
+        (
+            "netns_monitor_traffic_slots",
+            "Interface counter slots: in use, and the capacity (--max-interfaces).",
+            "gauge",
+            TrafficSlots,
+        ),
         ("netns_monitor_scrape_duration_seconds", "Time the previous scrape took to collect.", "gauge", ScrapeDuration),
     ]
 };
@@ -612,8 +624,10 @@ fn write_samples(snapshot: &Snapshot, sorted: &Sorted<'_>, name: &str, samples: 
             }
         }
         Samples::Protocol { bytes, dir } => {
+            // Only with the protocol split on (`--traffic-protocols`); without it the families are left out.
             for (iface, labels) in &sorted.interfaces {
-                let per = if bytes { &iface.totals.bytes[dir] } else { &iface.totals.packets[dir] };
+                let Some(split) = &iface.totals.protocols else { continue };
+                let per = if bytes { &split.bytes[dir] } else { &split.packets[dir] };
                 for (label, proto) in PROTOCOLS_SORTED {
                     line_u64(out, name, labels, Some(("protocol", label)), per[proto]);
                 }
@@ -703,6 +717,12 @@ fn write_samples(snapshot: &Snapshot, sorted: &Sorted<'_>, name: &str, samples: 
             }
         }
         Samples::Attached => line_u64(out, name, "", None, snapshot.attached),
+        Samples::TrafficSlots => {
+            if let Some((used, capacity)) = snapshot.traffic_slots {
+                line_u64(out, name, "", Some(("state", "capacity")), capacity);
+                line_u64(out, name, "", Some(("state", "used")), used);
+            }
+        }
         Samples::ScrapeDuration => line_f64(out, name, "", snapshot.last_duration),
     }
 }
@@ -787,16 +807,22 @@ mod tests {
     use prometheus::{CounterVec, GaugeVec};
 
     use super::*;
+    use crate::traffic::counters::ProtocolTotals;
 
     fn totals(seed: u64) -> Totals {
-        let mut t = Totals::default();
+        let mut split = ProtocolTotals::default();
         for dir in 0..2 {
             for proto in 0..4 {
-                t.packets[dir][proto] = seed * 10 + (dir * 4 + proto) as u64;
-                t.bytes[dir][proto] = (seed * 10 + (dir * 4 + proto) as u64) * 1500;
+                split.packets[dir][proto] = seed * 10 + (dir * 4 + proto) as u64;
+                split.bytes[dir][proto] = (seed * 10 + (dir * 4 + proto) as u64) * 1500;
             }
         }
-        t
+        let sum = |per: &[u64; 4]| per.iter().sum();
+        Totals {
+            packets: [sum(&split.packets[0]), sum(&split.packets[1])],
+            bytes: [sum(&split.bytes[0]), sum(&split.bytes[1])],
+            protocols: Some(split),
+        }
     }
 
     fn snapshot() -> Snapshot {
@@ -851,6 +877,7 @@ mod tests {
                 ProgramStats { name: "sys_enter_setns".into(), run_time: Duration::ZERO, run_count: 0 },
             ],
             last_duration: 0.012_5,
+            traffic_slots: Some((6, 16384)),
         }
     }
 
@@ -871,6 +898,7 @@ mod tests {
                 }
                 Samples::RunTime | Samples::Runs => &["program"],
                 Samples::Uncounted => &["reason"],
+                Samples::TrafficSlots => &["state"],
                 _ => &[],
             };
             let opts = opts(name, help);
@@ -923,8 +951,9 @@ mod tests {
             match samples {
                 Samples::Interface { bytes, dir } => set(&labels, pick(&i.totals, bytes, dir) as f64),
                 Samples::Protocol { bytes, dir } => {
+                    let Some(split) = &i.totals.protocols else { continue };
                     for (label, proto) in PROTOCOLS_SORTED {
-                        let v = if bytes { i.totals.bytes[dir][proto] } else { i.totals.packets[dir][proto] };
+                        let v = if bytes { split.bytes[dir][proto] } else { split.packets[dir][proto] };
                         set(&[&inode, &i.name, &i.device, label], v as f64);
                     }
                 }
@@ -954,6 +983,12 @@ mod tests {
         match samples {
             Samples::Attached => set(&[], snapshot.attached as f64),
             Samples::ScrapeDuration => set(&[], snapshot.last_duration),
+            Samples::TrafficSlots => {
+                if let Some((used, capacity)) = snapshot.traffic_slots {
+                    set(&["capacity"], capacity as f64);
+                    set(&["used"], used as f64);
+                }
+            }
             _ => {}
         }
     }
@@ -990,6 +1025,20 @@ mod tests {
         ));
         assert!(ours.contains("netns_monitor_netns_info{container_id=\"\",container_name=\"\",container_runtime=\"\",name=\"we\\\"ird\\\\na\\nme\",netns=\"4026532301\",nsid=\"3\",source=\"bind-mount\"} 1\n"));
         assert!(ours.contains("netns_monitor_netns_receive_bytes_total{name=\"\",netns=\"4026531833\"} "));
+    }
+
+    #[test]
+    fn the_protocol_split_is_exposed_only_when_counted() {
+        let mut snapshot = snapshot();
+        for iface in &mut snapshot.interfaces {
+            iface.totals.protocols = None;
+        }
+        let registry = registered();
+        let mut ours = String::new();
+        write_exposition(&snapshot, &registry.gather(), &mut ours).unwrap();
+        assert_eq!(ours, reference(&snapshot, &registry));
+        assert!(!ours.contains("_protocol_"), "no protocol family without the split");
+        assert!(ours.contains("netns_monitor_network_receive_bytes_total{device=\"eth0\",name=\"red\""));
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! pin_dir: /sys/fs/bpf/netns-monitor
 //! ring_buffer_bytes: 1048576
 //! hooks: auto                       # or fentry (tier 1 or fail), tracepoint (tier 2)
+//! max_interfaces: 16384             # veth ends counted at once (1 to 65535)
+//! traffic_protocols: false          # count by transport protocol too (more series)
 //! ```
 
 use std::{
@@ -31,6 +33,8 @@ pub enum ConfigError {
     },
     #[error("{path}: ring_buffer_bytes must be a power of two >= 4096, not {value}")]
     RingBuffer { path: String, value: u32 },
+    #[error("{path}: max_interfaces must be between 1 and {max}, not {value}", max = netns_monitor_common::traffic::MAX_SLOTS)]
+    MaxInterfaces { path: String, value: u32 },
 }
 
 /// Settings from the file; `None` where the file does not say.
@@ -44,6 +48,10 @@ pub struct AgentConfig {
     pub name_containers: Option<bool>,
     /// `auto`, `fentry` or `tracepoint` (see `crate::bpf::hooks`).
     pub hooks: Option<crate::bpf::HookChoice>,
+    /// Interfaces the classifiers can count at once (the size of their counter arrays).
+    pub max_interfaces: Option<u32>,
+    /// Count by transport protocol too (the `*_protocol_*` metric families).
+    pub traffic_protocols: Option<bool>,
 }
 
 impl AgentConfig {
@@ -55,6 +63,7 @@ impl AgentConfig {
         Self::parse(&text, path.parent().unwrap_or(Path::new("."))).map_err(|err| match err {
             ConfigError::Parse { source, .. } => ConfigError::Parse { path: shown.clone(), source },
             ConfigError::RingBuffer { value, .. } => ConfigError::RingBuffer { path: shown.clone(), value },
+            ConfigError::MaxInterfaces { value, .. } => ConfigError::MaxInterfaces { path: shown.clone(), value },
             other => other,
         })
     }
@@ -72,6 +81,11 @@ impl AgentConfig {
         {
             return Err(ConfigError::RingBuffer { path: String::new(), value });
         }
+        if let Some(value) = config.max_interfaces
+            && !valid_max_interfaces(value)
+        {
+            return Err(ConfigError::MaxInterfaces { path: String::new(), value });
+        }
         for path in [&mut config.web_config, &mut config.pin_dir].into_iter().flatten() {
             if path.is_relative() {
                 *path = base.join(&*path);
@@ -81,6 +95,11 @@ impl AgentConfig {
     }
 }
 
+/// Whether `value` can size the classifiers' counter arrays.
+pub fn valid_max_interfaces(value: u32) -> bool {
+    (1..=netns_monitor_common::traffic::MAX_SLOTS).contains(&value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,19 +107,28 @@ mod tests {
     #[test]
     fn parses_every_field_and_resolves_relative_paths() {
         let text = "listen: 127.0.0.1:9999\nweb_config: web.yml\npin_dir: /sys/fs/bpf/x\nring_buffer_bytes: 8192\n\
-                    name_containers: true\n";
+                    name_containers: true\nmax_interfaces: 40000\ntraffic_protocols: true\n";
         let config = AgentConfig::parse(text, Path::new("/etc/netns-monitor")).unwrap();
         assert_eq!(config.listen, Some("127.0.0.1:9999".parse().unwrap()));
         assert_eq!(config.web_config, Some(PathBuf::from("/etc/netns-monitor/web.yml")));
         assert_eq!(config.pin_dir, Some(PathBuf::from("/sys/fs/bpf/x")));
         assert_eq!(config.ring_buffer_bytes, Some(8192));
         assert_eq!(config.name_containers, Some(true));
+        assert_eq!((config.max_interfaces, config.traffic_protocols), (Some(40000), Some(true)));
         assert_eq!(AgentConfig::parse("", Path::new("/")).unwrap(), AgentConfig::default());
     }
 
     #[test]
     fn rejects_unknown_fields_bad_values_and_names_the_file() {
-        for text in ["listn: 127.0.0.1:1\n", "listen: nowhere\n", "ring_buffer_bytes: 5000\n", "- a\n- b\n"] {
+        for text in [
+            "listn: 127.0.0.1:1\n",
+            "listen: nowhere\n",
+            "ring_buffer_bytes: 5000\n",
+            "max_interfaces: 0\n",
+            "max_interfaces: 65536\n",
+            "traffic_protocols: maybe\n",
+            "- a\n- b\n",
+        ] {
             assert!(AgentConfig::parse(text, Path::new("/")).is_err(), "{text}");
         }
         let dir = std::env::temp_dir().join(format!("nsm-config-{}", std::process::id()));

@@ -26,9 +26,12 @@ use aya::{
     programs::{FEntry, FExit, ProgramError, RawTracePoint, SchedClassifier, TracePoint, links::FdLink},
 };
 use aya_log::EbpfLogger;
-use netns_monitor_common::counters::{
-    COUNTER_LOST_EVENTS, COUNTER_PENDING_FAILED, COUNTER_READ_ERRORS, COUNTER_RINGBUF_HIGH_WATER, COUNTER_SLOTS,
-    COUNTER_TRAFFIC_NO_ENTRY, COUNTER_TRAFFIC_UNKNOWN_NETNS,
+use netns_monitor_common::{
+    counters::{
+        COUNTER_LOST_EVENTS, COUNTER_PENDING_FAILED, COUNTER_READ_ERRORS, COUNTER_RINGBUF_HIGH_WATER, COUNTER_SLOTS,
+        COUNTER_TRAFFIC_NO_ENTRY, COUNTER_TRAFFIC_UNKNOWN_NETNS,
+    },
+    traffic::{MAX_SLOTS, TrafficConfig},
 };
 use tokio::io::unix::AsyncFd;
 
@@ -45,8 +48,13 @@ pub mod maps {
     pub const COUNTERS: &str = "COUNTERS";
     /// Calls between their enter and exit, keyed by thread id.
     pub const PENDING: &str = "PENDING";
-    /// Pinned by name under the pin directory, so counting survives agent restarts.
+    /// Per-CPU counters per interface slot; pinned by name under the pin directory, so counting survives agent
+    /// restarts.
     pub const TRAFFIC: &str = "TRAFFIC";
+    /// The protocol split of `TRAFFIC`, same slots (one entry when the split is off); pinned by name.
+    pub const TRAFFIC_PROTOCOLS: &str = "TRAFFIC_PROTOCOLS";
+    /// Each interface's counter slot; written by userspace only, pinned by name.
+    pub const TRAFFIC_SLOTS: &str = "TRAFFIC_SLOTS";
     /// What each interface counted before the classifiers saw it; written by userspace only, pinned by name.
     pub const TRAFFIC_BASE: &str = "TRAFFIC_BASE";
     /// One u32 the classifiers compare their device memo against; bumped on link and namespace changes.
@@ -138,6 +146,8 @@ pub enum BpfError {
     },
     #[error("the kernel refused the fentry/fexit hooks (tier 1), which --hooks fentry requires: {reason}")]
     Tier1Refused { reason: String },
+    #[error("--max-interfaces {value} is out of range: it must be between 1 and {MAX_SLOTS}")]
+    MaxInterfaces { value: u32 },
     #[error("cannot enable the kernel's BPF run-time statistics")]
     Stats(#[source] aya::sys::SyscallError),
     #[error(
@@ -208,6 +218,35 @@ pub struct LoadOptions {
     pub pin_dir: Option<PathBuf>,
     /// Which hook tier to load (see [`hooks`]).
     pub hooks: HookChoice,
+    /// How the classifiers count.
+    pub traffic: TrafficOptions,
+}
+
+/// How the classifiers count (see `netns-monitor-ebpf/src/traffic.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrafficOptions {
+    /// How many interfaces can be counted at once: the size of the per-CPU counter arrays, at most
+    /// [`MAX_SLOTS`](netns_monitor_common::traffic::MAX_SLOTS).
+    pub max_interfaces: u32,
+    /// Count by protocol too (TCP, UDP, ICMP, other): four times the counters, and a read of the IP header per
+    /// packet.
+    pub protocols: bool,
+}
+
+/// The default [`TrafficOptions::max_interfaces`]: every veth end counts, both the host's and the namespace's.
+pub const DEFAULT_MAX_INTERFACES: u32 = 16 * 1024;
+
+impl Default for TrafficOptions {
+    fn default() -> Self {
+        Self { max_interfaces: DEFAULT_MAX_INTERFACES, protocols: false }
+    }
+}
+
+impl TrafficOptions {
+    /// Entries of `TRAFFIC_PROTOCOLS`: a slot per interface with the split, else the one an array needs.
+    pub fn protocol_entries(&self) -> u32 {
+        if self.protocols { self.max_interfaces } else { 1 }
+    }
 }
 
 /// Totals of the kernel-side self-observation counters, summed over CPUs.
@@ -306,11 +345,25 @@ impl Probes {
         let ring_buffer_bytes = options.ring_buffer_bytes.unwrap_or(DEFAULT_RING_BUFFER_BYTES);
         let lock = if ephemeral { None } else { Some(persist::PinDirLock::acquire(&pin_dir)?) };
         let mut adopted = Adoption::default();
+        let traffic = options.traffic;
+        if traffic.max_interfaces == 0 || traffic.max_interfaces > MAX_SLOTS {
+            return Err(BpfError::MaxInterfaces { value: traffic.max_interfaces });
+        }
         let replaced_ring = if ephemeral { None } else { persist::unpin_incompatible(&pin_dir, ring_buffer_bytes)? };
+        if !ephemeral {
+            persist::unpin_incompatible_traffic(&pin_dir, &traffic)?;
+        }
+        let traffic_config = TrafficConfig {
+            slot_from_classid: u32::from(!crate::traffic::attach::tcx_available()),
+            protocols: u32::from(traffic.protocols),
+        };
         let mut loader = EbpfLoader::new();
         loader.default_map_pin_directory(&pin_dir);
         loader.override_global("OFFSETS", &offsets, true);
         loader.override_global("FILTER_TGID", &filter_tgid, true);
+        loader.override_global("TRAFFIC_CONFIG", &traffic_config, true);
+        loader.map_max_entries(maps::TRAFFIC, traffic.max_interfaces);
+        loader.map_max_entries(maps::TRAFFIC_PROTOCOLS, traffic.protocol_entries());
         if let Some(bytes) = options.ring_buffer_bytes {
             loader.map_max_entries(maps::EVENTS, bytes);
         }

@@ -134,6 +134,80 @@ pub fn unpin_incompatible(pin_dir: &Path, ring_buffer_bytes: u32) -> Result<Opti
     Ok(replaced_ring)
 }
 
+/// The traffic maps, pinned by name, that must be replaced together: an interface's totals are its counters
+/// plus its base, and its counters are found through its slot, so keeping one without the others would count
+/// from the wrong place. Replacing them loses nothing: each interface's base is measured again from the
+/// kernel's own statistics when it is attached, so its totals go on equal to the kernel's.
+pub const TRAFFIC_MAPS: [&str; 3] = [maps::TRAFFIC, maps::TRAFFIC_SLOTS, maps::TRAFFIC_BASE];
+
+/// What this build's classifiers expect of each pinned traffic map, with `traffic`'s sizes.
+pub fn expected_traffic_shape(name: &str, traffic: &super::TrafficOptions) -> Option<MapShape> {
+    use netns_monitor_common::traffic::{ProtocolCounters, TrafficBase, TrafficCounters, TrafficKey};
+    let array = |value_size: usize, entries: u32| MapShape {
+        map_type: MapType::PerCpuArray,
+        key_size: 4,
+        value_size: value_size as u32,
+        max_entries: Some(entries),
+    };
+    let hash = |value_size: usize| MapShape {
+        map_type: MapType::Hash,
+        key_size: size_of::<TrafficKey>() as u32,
+        value_size: value_size as u32,
+        max_entries: None,
+    };
+    let shape = match name {
+        maps::TRAFFIC => array(size_of::<TrafficCounters>(), traffic.max_interfaces),
+        maps::TRAFFIC_PROTOCOLS => array(size_of::<ProtocolCounters>(), traffic.protocol_entries()),
+        maps::TRAFFIC_SLOTS => hash(size_of::<u32>()),
+        maps::TRAFFIC_BASE => hash(size_of::<TrafficBase>()),
+        _ => return None,
+    };
+    Some(shape)
+}
+
+/// Before loading: removes the pinned traffic maps this build cannot use (another `--max-interfaces`, the
+/// protocol split turned on or off, or an upgrade that changed a layout). Any of [`TRAFFIC_MAPS`] unfit removes
+/// all of them; an unfit `TRAFFIC_PROTOCOLS` alone removes only itself (the split then starts from zero, the
+/// totals carry on). Returns the names removed.
+pub fn unpin_incompatible_traffic(
+    pin_dir: &Path,
+    traffic: &super::TrafficOptions,
+) -> Result<Vec<&'static str>, BpfError> {
+    let unfit = |name: &str| -> Result<bool, BpfError> {
+        let want = expected_traffic_shape(name, traffic).expect("every traffic map has a shape");
+        Ok(pinned_shape(&pin_dir.join(name))?.is_some_and(|(_, found)| !compatible(&found, &want)))
+    };
+    let mut remove = Vec::new();
+    let mut any = false;
+    for name in TRAFFIC_MAPS {
+        any |= unfit(name)?;
+    }
+    if any {
+        remove.extend(TRAFFIC_MAPS);
+        remove.push(maps::TRAFFIC_PROTOCOLS);
+    } else if unfit(maps::TRAFFIC_PROTOCOLS)? {
+        remove.push(maps::TRAFFIC_PROTOCOLS);
+    }
+    for name in &remove {
+        let path = pin_dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(BpfError::Unpin { path: path.display().to_string(), source }),
+        }
+    }
+    if !remove.is_empty() {
+        tracing::warn!(
+            maps = ?remove,
+            max_interfaces = traffic.max_interfaces,
+            protocols = traffic.protocols,
+            "the pinned traffic maps do not fit this agent's settings (--max-interfaces, --traffic-protocols, or \
+             an upgrade); replacing them and measuring every interface's base again"
+        );
+    }
+    Ok(remove)
+}
+
 /// Pins `link` at `dir/<program>`, replacing (and so releasing) the link a previous agent pinned there. Returns
 /// the id of the replaced link.
 pub fn pin_replacing(link: aya::programs::links::FdLink, dir: &Path, program: &str) -> Result<Option<u32>, BpfError> {
@@ -240,5 +314,26 @@ mod tests {
         assert!(!compatible(&MapShape { max_entries: Some(5), ..counters }, &counters));
         assert!(!compatible(&ring, &counters));
         assert_eq!(expected_shape("TRAFFIC", 4096), None);
+    }
+
+    #[test]
+    fn traffic_shapes_follow_the_settings() {
+        use crate::bpf::TrafficOptions;
+        let default = TrafficOptions::default();
+        let counters = expected_traffic_shape(maps::TRAFFIC, &default).unwrap();
+        assert_eq!(counters.max_entries, Some(default.max_interfaces));
+        // The per-CPU hash TRAFFIC of agents before counter slots.
+        let old = MapShape { map_type: MapType::PerCpuHash, key_size: 8, value_size: 128, max_entries: Some(65536) };
+        assert!(!compatible(&old, &counters), "the old per-CPU hash is replaced");
+        let larger = TrafficOptions { max_interfaces: 40_000, ..default };
+        assert!(!compatible(&counters, &expected_traffic_shape(maps::TRAFFIC, &larger).unwrap()));
+        let split = TrafficOptions { protocols: true, ..default };
+        let off = expected_traffic_shape(maps::TRAFFIC_PROTOCOLS, &default).unwrap();
+        let on = expected_traffic_shape(maps::TRAFFIC_PROTOCOLS, &split).unwrap();
+        assert_eq!((off.max_entries, on.max_entries), (Some(1), Some(default.max_interfaces)));
+        assert!(!compatible(&off, &on), "turning the split on resizes its map");
+        let slots = expected_traffic_shape(maps::TRAFFIC_SLOTS, &default).unwrap();
+        assert!(compatible(&MapShape { max_entries: Some(7), ..slots }, &slots), "hash sizes do not matter");
+        assert_eq!(expected_traffic_shape(maps::EVENTS, &default), None);
     }
 }

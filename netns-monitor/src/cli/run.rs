@@ -8,7 +8,7 @@ use clap::Args;
 use super::UsageError;
 use crate::{
     agent::{Agent, config::AgentConfig},
-    bpf::{DEFAULT_PIN_DIR, LoadOptions, Probes},
+    bpf::{DEFAULT_MAX_INTERFACES, DEFAULT_PIN_DIR, LoadOptions, Probes, TrafficOptions},
     metrics::{HttpError, MetricsServer, Render, ServerOptions, WebConfig},
     privileges::{self, CapSet},
 };
@@ -27,8 +27,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     web_config: Option<PathBuf>,
     /// YAML file with the same settings as these flags (listen, web_config, pin_dir, ring_buffer_bytes,
-    /// name_containers, hooks);
-    /// flags given here win.
+    /// name_containers, hooks, max_interfaces, traffic_protocols); flags given here win.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Where maps and classifier links are pinned (bpffs). A restarted agent adopts what it finds there.
@@ -49,6 +48,17 @@ pub struct RunArgs {
     /// [default: auto]
     #[arg(long, value_name = "TIER", value_parser = clap::builder::PossibleValuesParser::new(crate::bpf::HookChoice::NAMES))]
     hooks: Option<String>,
+    /// How many veth ends (host and namespace side each count) can be counted at once: the size of the
+    /// classifiers' per-CPU counter arrays, 32 bytes per interface per CPU (16384: 512 KiB per CPU), at most
+    /// 65535. Interfaces beyond it are not counted (`netns_monitor_traffic_slots` shows the use). Changing it
+    /// re-measures every interface from the kernel's counters. [default: 16384]
+    #[arg(long, value_name = "N")]
+    max_interfaces: Option<u32>,
+    /// Count packets and bytes by transport protocol too (tcp, udp, icmp, other): the
+    /// `netns_monitor_network_*_protocol_*` families, 16 more series per interface, and a read of each packet's
+    /// IP header.
+    #[arg(long)]
+    traffic_protocols: bool,
     /// Testing and debugging: trace only the transitions of process PID (filtered in the kernel, so the
     /// transition and lost-event counters then cover that process alone). Traffic counting is unaffected.
     #[arg(long, value_name = "PID", hide = true)]
@@ -72,6 +82,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     {
         return Err(UsageError(format!("--ring-buffer-bytes must be a power of two >= 4096, not {bytes}")).into());
     }
+    let max_interfaces = args.max_interfaces.or(file.max_interfaces).unwrap_or(DEFAULT_MAX_INTERFACES);
+    if !crate::agent::config::valid_max_interfaces(max_interfaces) {
+        return Err(UsageError(format!(
+            "--max-interfaces must be between 1 and {}, not {max_interfaces}",
+            netns_monitor_common::traffic::MAX_SLOTS
+        ))
+        .into());
+    }
+    let traffic =
+        TrafficOptions { max_interfaces, protocols: args.traffic_protocols || file.traffic_protocols.unwrap_or(false) };
     let listen = args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
     let web = match args.web_config.or(file.web_config) {
         Some(path) => Some(WebConfig::load(&path).map_err(|err| UsageError(crate::bpf::error_chain(&err)))?),
@@ -101,6 +121,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Some(name) => name.parse().map_err(UsageError)?,
             None => file.hooks.unwrap_or_default(),
         },
+        traffic,
     };
     let probes = Probes::load(&load)?;
     let continuing = startup.without(CapSet::of(privileges::AGENT_STARTUP_ONLY.iter().copied()));

@@ -36,8 +36,10 @@ pub struct StatsArgs {
 struct Direction {
     bytes: u64,
     packets: u64,
-    /// tcp, udp, icmp, other -> {bytes, packets}
-    protocols: BTreeMap<&'static str, Pair>,
+    /// tcp, udp, icmp, other -> {bytes, packets}; only when the agent counts by protocol
+    /// (`--traffic-protocols`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protocols: Option<BTreeMap<&'static str, Pair>>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -68,10 +70,12 @@ struct Namespace {
 }
 
 fn direction(totals: &Totals, dir: usize) -> Direction {
-    let protocols = [(PROTO_TCP, "tcp"), (PROTO_UDP, "udp"), (PROTO_ICMP, "icmp"), (PROTO_OTHER, "other")]
-        .into_iter()
-        .map(|(proto, name)| (name, Pair { bytes: totals.bytes[dir][proto], packets: totals.packets[dir][proto] }))
-        .collect();
+    let protocols = totals.protocols.map(|split| {
+        [(PROTO_TCP, "tcp"), (PROTO_UDP, "udp"), (PROTO_ICMP, "icmp"), (PROTO_OTHER, "other")]
+            .into_iter()
+            .map(|(proto, name)| (name, Pair { bytes: split.bytes[dir][proto], packets: split.packets[dir][proto] }))
+            .collect()
+    });
     Direction { bytes: totals.bytes(dir), packets: totals.packets(dir), protocols }
 }
 

@@ -11,7 +11,8 @@
 //! packet before another program can drop it), egress last (counts what is handed to the device).
 //!
 //! Older kernels (no TCX) get a clsact qdisc and a cls_bpf filter per direction, at a fixed place
-//! ([`legacy_priority`], [`LEGACY_HANDLE`]). Such a filter is no bpf link and cannot be pinned, but it lives in
+//! ([`legacy_priority`], [`LEGACY_HANDLE`]), whose classid names the interface's counter slot (see
+//! `netns-monitor-ebpf/src/traffic.rs`). Such a filter is no bpf link and cannot be pinned, but it lives in
 //! the kernel until it is deleted or its interface goes, whatever happens to the agent: so the agent never
 //! deletes it (a graceful stop keeps counting, as TCX pins do), and a restarted agent swaps its program in
 //! place (an `RTM_NEWTFILTER` without `NLM_F_CREATE` at the same priority and handle, atomic in cls_bpf) instead
@@ -200,10 +201,13 @@ impl Attachments {
         name: &str,
     ) -> Result<bool, TrafficError> {
         let mut adopted = true;
+        // Made by `attach` before it gets here; a slot map emptied meanwhile (by hand) is a map error.
+        let slot = self.map.slot(&key).ok_or(TrafficError::Map(aya::maps::MapError::KeyNotFound))?;
+        let classid = slot_classid(slot);
         for direction in Direction::BOTH {
             let pin = self.pin_path(key, direction);
             let classifier = probes.classifier(direction).map_err(TrafficError::Bpf)?;
-            let fresh = in_netns(Some(netns_fd), || attach_one(classifier, name, direction, &pin))
+            let fresh = in_netns(Some(netns_fd), || attach_one(classifier, name, direction, &pin, classid))
                 .map_err(TrafficError::Thread)?
                 .map_err(|source| TrafficError::Attach { name: name.to_owned(), direction, source })?;
             adopted &= !fresh;
@@ -318,15 +322,23 @@ fn detach_pinned(path: &Path) {
         unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_DETACH, detach.as_ptr(), size_of_val(&detach) as libc::c_uint) };
 }
 
+/// The classid of a cls_bpf filter counting into `slot`: the kernel hands the program its low 16 bits
+/// (`__sk_buff.tc_classid`), and 0 means none, so slot `n` is `0:n+1` (`MAX_SLOTS` keeps it in range).
+pub fn slot_classid(slot: u32) -> TcHandle {
+    debug_assert!(slot < netns_monitor_common::traffic::MAX_SLOTS);
+    TcHandle::new(0, (slot + 1) as u16)
+}
+
 /// Runs inside the interface's namespace. Returns whether a new link was made (false: a pin was adopted).
 fn attach_one(
     classifier: &mut SchedClassifier,
     name: &str,
     direction: Direction,
     pin: &Path,
+    classid: TcHandle,
 ) -> Result<bool, aya::programs::ProgramError> {
     if !tcx_available() {
-        return attach_legacy(classifier, name, direction);
+        return attach_legacy(classifier, name, direction, classid);
     }
     if let Ok(pinned) = PinnedLink::from_pin(pin) {
         let link = SchedClassifierLink::try_from(FdLink::from(pinned));
@@ -363,22 +375,24 @@ pub fn tcx_available() -> bool {
     })
 }
 
-/// The clsact + cls_bpf path (no TCX). Returns whether a new filter was made (false: a previous agent's filter
-/// now runs our program).
+/// The clsact + cls_bpf path (no TCX), the filter carrying `classid`. Returns whether a new filter was made
+/// (false: a previous agent's filter now runs our program, with this classid).
 fn attach_legacy(
     classifier: &mut SchedClassifier,
     name: &str,
     direction: Direction,
+    classid: TcHandle,
 ) -> Result<bool, aya::programs::ProgramError> {
     // EEXIST when the qdisc is there already (ours from before, or someone else's): either is fine.
     let _ = tc::qdisc_add_clsact(name);
     let (attach_type, priority) = (tc_type(direction), legacy_priority(direction));
-    let existing = SchedClassifierLink::attached(name, attach_type, priority, LEGACY_HANDLE, None)?;
+    // The replace request carries the classid too, so an adopted filter names this agent's slot.
+    let existing = SchedClassifierLink::attached(name, attach_type, priority, LEGACY_HANDLE, Some(classid))?;
     let (id, fresh) = match classifier.attach_to_link(existing) {
         Ok(id) => (id, false),
         // No filter at our place: none was left behind, make it.
         Err(err) if has_errno(&err, libc::ENOENT) => {
-            let options = NlOptions { priority, handle: LEGACY_HANDLE, classid: None };
+            let options = NlOptions { priority, handle: LEGACY_HANDLE, classid: Some(classid) };
             (classifier.attach_with_options(name, attach_type, TcAttachOptions::Netlink(options))?, true)
         }
         Err(err) => return Err(err),
@@ -416,6 +430,14 @@ fn has_errno(err: &aya::programs::ProgramError, errno: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slot_classids_are_never_zero_and_fit_the_kernels_16_bits() {
+        assert_eq!(u32::from(slot_classid(0)), 1);
+        assert_eq!(u32::from(slot_classid(41)), 42);
+        let last = netns_monitor_common::traffic::MAX_SLOTS - 1;
+        assert_eq!(u32::from(slot_classid(last)), u32::from(u16::MAX));
+    }
 
     #[test]
     fn pin_names_round_trip() {

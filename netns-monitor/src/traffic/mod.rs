@@ -8,6 +8,7 @@ pub mod kernel;
 pub mod links;
 pub mod monitor;
 pub mod seed;
+pub mod slots;
 
 use crate::bpf::{BpfError, Direction};
 
@@ -24,8 +25,8 @@ pub enum TrafficError {
     },
     #[error("traffic map")]
     Map(#[source] aya::maps::MapError),
-    #[error("the pin directory has no TRAFFIC_BASE map (left by an older agent): restart the agent to create it")]
-    NoBaseMap,
+    #[error("all {capacity} traffic counter slots are in use: restart the agent with a larger --max-interfaces")]
+    Full { capacity: u32 },
     #[error("cannot read the kernel's counters of interface {ifindex}")]
     KernelStats {
         ifindex: u32,

@@ -354,12 +354,12 @@ pub fn tc_runtime(ctx: &mut Ctx) -> anyhow::Result<()> {
     .note("raw minus the empty-program floor measured in the same floods");
     if net_median > 30.0 {
         row = row.analysis(format!(
-            "{net_median:.0} ns per run above an empty program. The per-packet path is: one \
-             bpf_probe_read_kernel of skb->dev (about 30 ns each on this VM, measured when the device memo \
-             replaced two of three reads: 182 -> 126 ns raw), a per-CPU array lookup for the memo, a per-CPU \
-             hash lookup of (netns, ifindex) for the counters, and the protocol byte by direct packet access. \
-             The next cheap step is to read skb->dev without a helper call (not possible from a classifier \
-             without BTF-typed context access, which aya's Rust programs lack)."
+            "{net_median:.0} ns per run above an empty program. On TCX the per-packet path is one \
+             bpf_probe_read_kernel of skb->dev (about 30 ns on this VM), a per-CPU array lookup for the device \
+             memo and one for the counters (a hash lookup of (netns, ifindex) only when the memo misses); on \
+             clsact kernels the filter's classid names the counters, with no kernel read. The read is what \
+             dominates on TCX: reaching skb->dev without a helper call needs BTF-typed context access \
+             (bpf_cast_to_kern_ctx, a kfunc aya 0.14 cannot call)."
         ));
     }
     ctx.report.push(row);
