@@ -480,6 +480,42 @@ async fn plain_http_serves_metrics_index_and_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_gzipped_when_the_scraper_asks_and_only_then() {
+    let server = serve(None, ServerOptions::default()).await;
+    let addr = server.addr;
+
+    // What Prometheus sends.
+    let reply = http(addr, &request("GET", "/metrics", &[("Accept-Encoding", "gzip")])).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-encoding"), Some("gzip"));
+    assert_eq!(reply.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(reply.header("content-type"), Some(METRICS_TYPE));
+    assert_eq!(reply.body.get(..2), Some(&[0x1f, 0x8b][..]), "a gzip stream");
+    // gzip(1) as an independent decoder.
+    let dir = TempDir::new();
+    let packed = dir.write("metrics.gz", &reply.body);
+    let out = tool("gzip", &["-dc", &packed.display().to_string()]).await;
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), METRICS);
+
+    for refused in ["gzip;q=0", "identity", "br, deflate"] {
+        let reply = http(addr, &request("GET", "/metrics", &[("Accept-Encoding", refused)])).await;
+        assert_eq!(reply.header("content-encoding"), None, "{refused}");
+        assert_eq!(reply.header("vary"), Some("Accept-Encoding"), "{refused}");
+        assert_eq!(reply.text(), METRICS, "{refused}");
+    }
+
+    // curl asks for and decodes it itself.
+    let url = format!("http://{addr}/metrics");
+    let out = tool("curl", &["-sS", "--fail", "--compressed", "-D", "-", &url]).await;
+    assert!(out.status.success(), "{}", output_text(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.to_ascii_lowercase().contains("content-encoding: gzip"), "{text}");
+    assert!(text.ends_with(METRICS), "{text}");
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_serves_several_requests_on_one_connection() {
     let server = serve(None, ServerOptions::default()).await;
     let mut stream = TcpStream::connect(server.addr).await.expect("connect");

@@ -373,9 +373,10 @@ impl Shared {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
+        let gzip = super::encoding::accepts_gzip(request.headers().get(header::ACCEPT_ENCODING).map(|v| v.as_bytes()));
         let mut response = match self.authorize(&request, peer).await {
             Some(denied) => denied,
-            None => self.route(&method, &path).await,
+            None => self.route(&method, &path, gzip).await,
         };
         for (name, value) in &self.extra_headers {
             response.headers_mut().insert(name.clone(), value.clone());
@@ -402,7 +403,8 @@ impl Shared {
         Some(response)
     }
 
-    async fn route(&self, method: &Method, path: &str) -> Response<Full<Bytes>> {
+    /// `gzip`: whether the client accepts a gzipped `/metrics`.
+    async fn route(&self, method: &Method, path: &str, gzip: bool) -> Response<Full<Bytes>> {
         let readable = *method == Method::GET || *method == Method::HEAD;
         match path {
             "/metrics" | "/" if !readable => {
@@ -410,7 +412,7 @@ impl Shared {
                 response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
                 response
             }
-            "/metrics" => self.metrics().await,
+            "/metrics" => self.metrics(gzip).await,
             "/" => with_type(
                 Response::new(Full::new(Bytes::from_static(INDEX_HTML.as_bytes()))),
                 "text/html; charset=utf-8",
@@ -419,10 +421,28 @@ impl Shared {
         }
     }
 
-    async fn metrics(&self) -> Response<Full<Bytes>> {
+    async fn metrics(&self, gzip: bool) -> Response<Full<Bytes>> {
         let render = Arc::clone(&self.render);
-        match tokio::task::spawn_blocking(move || render()).await {
-            Ok(Ok(body)) => with_type(Response::new(Full::new(Bytes::from(body))), METRICS_CONTENT_TYPE),
+        // Rendering and compressing are CPU work: both off the async threads.
+        let rendered = tokio::task::spawn_blocking(move || {
+            let body = render()?;
+            if !gzip {
+                return Ok((Bytes::from(body), false));
+            }
+            let packed = super::encoding::gzip(body.as_bytes())?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((Bytes::from(packed), true))
+        });
+        match rendered.await {
+            Ok(Ok((body, gzipped))) => {
+                let mut response = with_type(Response::new(Full::new(body)), METRICS_CONTENT_TYPE);
+                let headers = response.headers_mut();
+                // Caches must not hand a gzipped body to a client that did not ask for one, or the reverse.
+                headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+                if gzipped {
+                    headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                }
+                response
+            }
             Ok(Err(error)) => {
                 tracing::error!(error = %error, "collecting metrics failed");
                 text(StatusCode::INTERNAL_SERVER_ERROR, "collecting metrics failed; see the agent's log\n")

@@ -99,6 +99,18 @@ impl Agent {
         scrape_timeout(self.addr, Duration::from_secs(60))
     }
 
+    /// One scrape as Prometheus makes it (`Accept-Encoding: gzip`): its latency (connect to the last byte of
+    /// the compressed body; decoding is the scraper's and not in it), the bytes on the wire, and the body.
+    pub fn scrape_gzip(&self) -> anyhow::Result<(Duration, usize, String)> {
+        let (elapsed, wire, gzipped) = fetch(self.addr, Duration::from_secs(60), true)?;
+        ensure!(gzipped, "the agent ignored Accept-Encoding: gzip");
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&wire[..])
+            .read_to_string(&mut text)
+            .context("the gzipped body does not decode")?;
+        Ok((elapsed, wire.len(), text))
+    }
+
     /// The body of one scrape.
     pub fn metrics(&self) -> anyhow::Result<String> {
         Ok(self.scrape()?.1)
@@ -191,11 +203,22 @@ fn free_local_addr() -> anyhow::Result<SocketAddr> {
 /// the last byte of the body, and the body. The body is read into a buffer sized from Content-Length, so the
 /// client's own copying stays out of the figure.
 pub fn scrape_timeout(addr: SocketAddr, timeout: Duration) -> anyhow::Result<(Duration, String)> {
+    let (elapsed, body, _) = fetch(addr, timeout, false)?;
+    Ok((elapsed, String::from_utf8(body).context("the /metrics body is not UTF-8")?))
+}
+
+/// GET /metrics as [`scrape_timeout`] describes, asking for gzip if `gzip`: the latency, the body as sent, and
+/// whether it came gzipped.
+fn fetch(addr: SocketAddr, timeout: Duration, gzip: bool) -> anyhow::Result<(Duration, Vec<u8>, bool)> {
     let started = Instant::now();
     let mut stream = TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("cannot connect to {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_nodelay(true)?;
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nAccept: text/plain\r\nConnection: close\r\n\r\n")?;
+    let encoding = if gzip { "Accept-Encoding: gzip\r\n" } else { "" };
+    stream.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: bench\r\nAccept: text/plain\r\n{encoding}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )?;
     let mut response = Vec::with_capacity(64 * 1024);
     let mut chunk = [0u8; 64 * 1024];
     let head_end = loop {
@@ -224,7 +247,11 @@ pub fn scrape_timeout(addr: SocketAddr, timeout: Duration) -> anyhow::Result<(Du
         }
     }
     let elapsed = started.elapsed();
-    Ok((elapsed, String::from_utf8(body).context("the /metrics body is not UTF-8")?))
+    let gzipped = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.strip_prefix("content-encoding:").is_some_and(|v| v.trim() == "gzip")
+    });
+    Ok((elapsed, body, gzipped))
 }
 
 /// Sum of the samples of `name` whose labels include every `name="value"` of `labels` (0 if none).
