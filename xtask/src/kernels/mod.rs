@@ -169,6 +169,7 @@ pub fn kernels(args: &KernelsArgs) -> anyhow::Result<()> {
         let console_log = dir.join("console.log");
         // The probe's console goes to a log of its own: a TCG boot of the same kernel follows if it fails.
         let probe_log = layout.dir.join("kvm-probe.log");
+        let mut retried = false;
         let boot = loop {
             eprintln!(
                 "[kernels] {label}: booting {} under {}, deadline {} s",
@@ -191,6 +192,22 @@ pub fn kernels(args: &KernelsArgs) -> anyhow::Result<()> {
                         accel_reason = "the KVM probe (the first boot) worked".into();
                         probe = false;
                         fs::rename(&probe_log, &console_log)?;
+                    }
+                    // A guest that died before our init printed anything never ran our code: a kernel panic
+                    // during its own start-up (seen once on 7.3 under TCG: an int3 oops in sched_clock_cpu
+                    // while the kernel patched its text, the same kernel passing on the next boot). One more
+                    // boot tells such an accident from a kernel that cannot boot; the first console is kept.
+                    if boot.failure.is_some() && boot.first_result.is_none() && boot.results.is_empty() && !retried {
+                        retried = true;
+                        let first = dir.join("console-first-boot.log");
+                        fs::rename(&console_log, &first)?;
+                        eprintln!(
+                            "[kernels] {label}: the guest died before any result ({}); booting once more (the \
+                             first console is in {})",
+                            boot.failure.as_deref().unwrap_or_default(),
+                            relative(&first)
+                        );
+                        continue;
                     }
                     break boot;
                 }
