@@ -180,6 +180,14 @@ impl Attachments {
                 }
                 // Renamed or moved away between the lookup and the attach: look again.
                 Err(TrafficError::Attach { source, .. }) if has_errno(&source, libc::ENODEV) => attempts += 1,
+                // clsact: the device moved (or was renamed and moved) after its qdisc was added, which takes the
+                // qdisc with it, so the filter finds no parent ("Parent Qdisc doesn't exists", EINVAL). Look
+                // again, which adds the qdisc again where the device is now; the last attempt's error stands.
+                Err(TrafficError::Attach { source, .. })
+                    if !tcx_available() && attempts + 1 < ATTEMPTS && has_errno(&source, libc::EINVAL) =>
+                {
+                    attempts += 1;
+                }
                 Err(TrafficError::Attach { source, .. })
                     if tcx_available() && held < HELD_STEPS && has_errno(&source, libc::EEXIST) =>
                 {
