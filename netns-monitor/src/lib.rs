@@ -12,6 +12,7 @@
 //! - [`privileges`]: the agent's least privilege: check, then drop, capabilities.
 //! - [`textfile`]: read operator-named files with a size bound.
 //! - [`mountinfo`]: parse `/proc/PID/mountinfo` (used to find tracefs/bpffs and nsfs bind mounts).
+//! - [`route_socket`]: a blocking rtnetlink socket for asking many namespaces in a row.
 //! - [`cli`]: the command line (clap) and its dispatch; the only place that turns errors into exit codes.
 
 pub mod agent;
@@ -23,6 +24,7 @@ pub mod manage;
 pub mod metrics;
 pub mod mountinfo;
 pub mod privileges;
+pub mod route_socket;
 pub mod textfile;
 pub mod trace;
 pub mod traffic;

@@ -161,3 +161,94 @@ fn attach_all_names_with_symlinks_that_never_pin_and_prunes_its_own() {
     assert!(!pruned.contains(&taken), "a symlink a person put in place of ours is not pruned: {pruned}");
     assert!(link.symlink_metadata().is_ok(), "{} is still there", link.display());
 }
+
+/// Removes every namespace in `names` on drop, with one `ip -batch` (made before they are created).
+struct ManyNamespaces {
+    names: Vec<String>,
+}
+
+impl Drop for ManyNamespaces {
+    fn drop(&mut self) {
+        let script: String = self
+            .names
+            .iter()
+            .filter(|name| Path::new("/run/netns").join(name).exists())
+            .map(|name| format!("netns del {name}\n"))
+            .collect();
+        ip_batch(&script);
+    }
+}
+
+fn ip_batch(script: &str) {
+    use std::io::Write as _;
+    let mut child = Command::new("ip")
+        .args(["-force", "-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ip -batch");
+    child.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("write the batch");
+    let status = child.wait().expect("wait for ip -batch");
+    assert!(status.success(), "ip -batch failed ({status})");
+}
+
+/// `list` asks many namespaces on several threads, each entering one namespace after another: every
+/// namespace's NSID and interfaces still come out as the kernel shows them (`ip netns list`, `ip -n NAME link`),
+/// whichever thread read it and whatever namespace that thread was in before.
+#[test]
+fn list_reads_many_namespaces_as_the_kernel_shows_them() {
+    require_root();
+    let _turn = one_at_a_time();
+    let prefix = unique_name("nsm-many");
+    let fixture = ManyNamespaces { names: (0..150).map(|i| format!("{prefix}-{i}")).collect() };
+    // Three shapes, mixed: lo only; a veth pair to the host (the host gets an NSID for it); a veth pair
+    // with both ends inside (no NSID needed).
+    let tag = std::process::id() % 100_000;
+    let mut script = String::new();
+    for (i, name) in fixture.names.iter().enumerate() {
+        script.push_str(&format!("netns add {name}\n"));
+        match i % 3 {
+            1 => script.push_str(&format!("link add nmh{tag}x{i} type veth peer name inner{i} netns {name}\n")),
+            2 => script.push_str(&format!("link add a{i} netns {name} type veth peer name b{i} netns {name}\n")),
+            _ => {}
+        }
+    }
+    ip_batch(&script);
+
+    let list: Value = serde_json::from_str(&ok(&["list", "--json"])).expect("list --json is JSON");
+    let rows = list.as_array().expect("array");
+    let ids: std::collections::HashMap<String, i64> = sh_ok("ip", &["netns", "list"])
+        .lines()
+        .filter_map(|line| {
+            let (name, rest) = line.split_once(' ')?;
+            Some((name.to_owned(), rest.strip_prefix("(id: ")?.strip_suffix(')')?.parse().ok()?))
+        })
+        .collect();
+    for (i, name) in fixture.names.iter().enumerate() {
+        let row = rows
+            .iter()
+            .find(|row| row["names"].as_array().is_some_and(|n| n.iter().any(|n| n == name.as_str())))
+            .unwrap_or_else(|| panic!("{name} is not listed"));
+        assert_eq!(row["inode"], inode(Path::new("/run/netns").join(name)), "{row:#}");
+        let kernel: Vec<String> = sh_ok("ip", &["-o", "-n", name, "link", "show"])
+            .lines()
+            .filter_map(|line| line.split(": ").nth(1))
+            .map(|name| name.split('@').next().unwrap_or(name).to_owned())
+            .collect();
+        assert_eq!(row["interfaces"], serde_json::json!(kernel), "interfaces of {name} ({i} % 3 = {})", i % 3);
+        assert_eq!(row["nsid"], ids.get(name).map_or(Value::Null, |&id| id.into()), "NSID of {name}: {row:#}");
+        if i % 3 == 1 {
+            assert!(ids.contains_key(name), "the host end's peer gave {name} an NSID");
+        }
+    }
+    // The caller's own namespace is in the list too, with its own interfaces and no NSID.
+    let own = inode("/proc/self/ns/net");
+    let host = rows.iter().find(|row| row["inode"] == own).expect("own namespace listed");
+    assert_eq!(host["nsid"], Value::Null);
+    assert_eq!(host["interfaces"][0], "lo");
+    let host_ends = host["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n.as_str().is_some_and(|n| n.starts_with(&format!("nmh{tag}x"))));
+    assert_eq!(host_ends.count(), 50, "every host end of a pair is in the host's interfaces");
+}

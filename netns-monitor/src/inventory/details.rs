@@ -1,13 +1,25 @@
 //! What the kernel says about each namespace beyond who holds it: its NSID as seen from the caller's namespace
 //! (`RTM_GETNSID` with the namespace's fd) and its interfaces (a link dump from a thread inside it).
+//!
+//! `list` asks this of every namespace, so the work is one blocking socket per namespace on a few threads that
+//! each enter one namespace after another, not a thread and a runtime per namespace (measured with `cargo
+//! xtask bench list`).
 
-use std::{collections::BTreeMap, fs::File, os::fd::AsFd as _};
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
+};
 
-use futures::TryStreamExt as _;
-use rtnetlink::packet_route::link::LinkAttribute;
+use netlink_packet_core::{NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+use netlink_packet_route::{
+    AddressFamily, RouteNetlinkMessage,
+    nsid::{NsidAttribute, NsidMessage},
+};
+use nix::sched::{CloneFlags, setns};
 
 use super::{Inventory, Netns};
-use crate::manage::rtnl::{Rtnl, RtnlError, in_netns};
+use crate::{manage::rtnl::RtnlError, route_socket::RouteSocket};
 
 /// Kernel facts about one namespace; `None` where it could not be read (the namespace went away, or only a
 /// bind mount in another mount namespace holds it and that could not be opened).
@@ -55,51 +67,86 @@ impl Netns {
     }
 }
 
-/// Reads the details of every namespace in `inventory`. Runs on threads of its own, so it may be called from
-/// anywhere, an async task included.
+/// Namespaces per worker thread below which one thread does them all (a thread costs more than a few
+/// namespaces do).
+const PER_THREAD: usize = 64;
+
+/// Reads the details of every namespace in `inventory`. Runs on threads of its own (up to one per core, each
+/// entering one namespace after another), so it may be called from anywhere, an async task included.
 pub fn details(inventory: &Inventory) -> Result<BTreeMap<u32, Details>, DetailsError> {
-    in_netns(None, || details_here(inventory))?
+    let namespaces: Vec<&Netns> = inventory.namespaces.values().collect();
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let threads = namespaces.len().div_ceil(PER_THREAD).clamp(1, cores.min(8));
+    let chunk = namespaces.len().div_ceil(threads).max(1);
+    let own = super::nsfs_inode(std::path::Path::new("/proc/thread-self/ns/net"));
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = namespaces
+            .chunks(chunk)
+            .map(|part| {
+                std::thread::Builder::new()
+                    .name("netns-details".into())
+                    .spawn_scoped(scope, move || details_of(part, own))
+                    .map_err(|source| DetailsError::Rtnl(RtnlError::Thread(source)))
+            })
+            .collect();
+        let mut all = BTreeMap::new();
+        for worker in workers {
+            let part = worker?.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+            all.extend(part);
+        }
+        Ok(all)
+    })
 }
 
-fn details_here(inventory: &Inventory) -> Result<BTreeMap<u32, Details>, DetailsError> {
-    let own = super::nsfs_inode(std::path::Path::new("/proc/thread-self/ns/net"));
-    let rtnl = Rtnl::connect()?;
-    let mut all = BTreeMap::new();
-    for ns in inventory.namespaces.values() {
+/// The details of `namespaces`, on a thread of its own that ends with it: it enters each namespace in turn.
+/// `own` is the caller's namespace, which NSIDs are relative to.
+fn details_of(namespaces: &[&Netns], own: Option<u32>) -> Result<Vec<(u32, Details)>, DetailsError> {
+    // Opened before the thread moves: NSIDs are asked of the caller's namespace.
+    let mut home = RouteSocket::open().map_err(|source| DetailsError::Rtnl(RtnlError::Connect(source)))?;
+    let mut all = Vec::with_capacity(namespaces.len());
+    for ns in namespaces {
         let Some(file) = ns.open() else {
-            all.insert(ns.inode, Details::default());
+            all.push((ns.inode, Details::default()));
             continue;
         };
-        let nsid = if own == Some(ns.inode) {
-            None
+        let details = if own == Some(ns.inode) {
+            Details { nsid: None, interfaces: home.link_names().ok() }
         } else {
-            let mut handle = rtnl.handle.clone();
-            rtnl.run(async { crate::lifecycle::nsid::get(&mut handle, file.as_fd()).await.ok().flatten() })
-        };
-        let interfaces = if own == Some(ns.inode) {
-            rtnl.run(link_names(&rtnl))
-        } else {
-            in_netns(Some(file.as_fd()), || Rtnl::connect().ok().and_then(|inner| inner.run(link_names(&inner))))
+            let nsid = nsid(&mut home, file.as_fd());
+            let interfaces = setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
                 .ok()
-                .flatten()
+                .and_then(|()| RouteSocket::open().ok())
+                .and_then(|mut inside| inside.link_names().ok());
+            Details { nsid, interfaces }
         };
-        all.insert(ns.inode, Details { nsid, interfaces });
+        all.push((ns.inode, details));
     }
     Ok(all)
 }
 
-async fn link_names(rtnl: &Rtnl) -> Option<Vec<String>> {
-    let links: Vec<_> = rtnl.handle.link().get().execute().try_collect().await.ok()?;
-    let mut named: Vec<(u32, String)> = links
-        .into_iter()
-        .filter_map(|link| {
-            let name = link.attributes.iter().find_map(|attr| match attr {
-                LinkAttribute::IfName(name) => Some(name.clone()),
-                _ => None,
-            })?;
-            Some((link.header.index, name))
+/// The NSID the socket's namespace has for the namespace behind `fd` (`RTM_GETNSID` with `NETNSA_FD`), if
+/// one is assigned.
+fn nsid(socket: &mut RouteSocket, fd: BorrowedFd<'_>) -> Option<i32> {
+    let mut get = NsidMessage::default();
+    get.header.family = AddressFamily::Unspec;
+    get.attributes = vec![NsidAttribute::Fd(fd.as_raw_fd() as u32)];
+    let mut message = NetlinkMessage::from(RouteNetlinkMessage::GetNsId(get));
+    message.header.flags = NLM_F_REQUEST;
+    message.finalize();
+    let mut bytes = vec![0; message.buffer_len()];
+    message.serialize(&mut bytes);
+    let mut id = None;
+    socket
+        .request(&mut bytes, |_, answer| {
+            if let Ok(answer) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(answer)
+                && let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNsId(msg)) = answer.payload
+            {
+                id = msg.attributes.into_iter().find_map(|a| match a {
+                    NsidAttribute::Id(id) => Some(id),
+                    _ => None,
+                });
+            }
         })
-        .collect();
-    named.sort();
-    Some(named.into_iter().map(|(_, name)| name).collect())
+        .ok()?;
+    id.filter(|&id| id >= 0)
 }

@@ -13,26 +13,21 @@ use netlink_packet_route::{
     RouteNetlinkMessage,
     link::{LinkAttribute, LinkMessage},
 };
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+use crate::route_socket::{RTM_NEWLINK, RouteSocket};
 
 /// What the kernel counted on an interface: (rx bytes, rx packets, tx bytes, tx packets).
 pub type KernelTotals = [u64; 4];
 
 /// An rtnetlink socket of the calling thread's network namespace (the namespace is fixed when it is made).
 pub struct DeviceStats {
-    socket: Socket,
-    buffer: Vec<u8>,
-    sequence: u32,
+    socket: RouteSocket,
 }
 
 impl DeviceStats {
     /// Opens the socket in the calling thread's current network namespace.
     pub fn open() -> io::Result<Self> {
-        let mut socket = Socket::new(NETLINK_ROUTE)?;
-        socket.bind_auto()?;
-        socket.connect(&SocketAddr::new(0, 0))?;
-        // One RTM_NEWLINK answer is a few KiB (more with many VFs); 64 KiB is what iproute2 reads into.
-        Ok(Self { socket, buffer: vec![0; 64 * 1024], sequence: 0 })
+        Ok(Self { socket: RouteSocket::open()? })
     }
 
     /// The kernel's counters of interface `ifindex` of this namespace; `None` when no interface has that index.
@@ -41,38 +36,35 @@ impl DeviceStats {
         link.header.index = ifindex;
         let mut request = NetlinkMessage::from(RouteNetlinkMessage::GetLink(link));
         request.header.flags = NLM_F_REQUEST;
-        self.sequence = self.sequence.wrapping_add(1);
-        request.header.sequence_number = self.sequence;
         request.finalize();
         let mut bytes = vec![0; request.buffer_len()];
         request.serialize(&mut bytes);
-        self.socket.send(&bytes, 0)?;
-        loop {
-            let len = self.socket.recv(&mut &mut self.buffer[..], 0)?;
-            let mut offset = 0;
-            while offset < len {
-                let answer = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buffer[offset..len])
-                    .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err.to_string()))?;
-                let size = answer.header.length as usize;
-                offset += size.max(1);
-                if answer.header.sequence_number != self.sequence {
-                    // An answer to an earlier request that gave up: not ours.
-                    continue;
-                }
-                match answer.payload {
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
-                        return Ok(Some(totals(&link)));
-                    }
-                    NetlinkPayload::Error(err) => {
-                        let code = err.code.map_or(0, |c| -c.get());
-                        return match code {
-                            libc::ENODEV => Ok(None),
-                            code => Err(io::Error::from_raw_os_error(code)),
-                        };
-                    }
-                    _ => {}
-                }
+        let mut found = None;
+        let mut undecodable = None;
+        let asked = self.socket.request(&mut bytes, |kind, message| {
+            if kind != RTM_NEWLINK {
+                return;
             }
+            match NetlinkMessage::<RouteNetlinkMessage>::deserialize(message) {
+                Ok(NetlinkMessage {
+                    payload: NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)),
+                    ..
+                }) => {
+                    found = Some(totals(&link));
+                }
+                Ok(_) => {}
+                Err(err) => undecodable = Some(io::Error::new(io::ErrorKind::InvalidData, err.to_string())),
+            }
+        });
+        match asked {
+            Err(err) if err.raw_os_error() == Some(libc::ENODEV) => return Ok(None),
+            Err(err) => return Err(err),
+            Ok(()) => {}
+        }
+        match (found, undecodable) {
+            (Some(totals), _) => Ok(Some(totals)),
+            (None, Some(err)) => Err(err),
+            (None, None) => Err(io::Error::new(io::ErrorKind::InvalidData, "RTM_GETLINK got no RTM_NEWLINK answer")),
         }
     }
 }

@@ -277,25 +277,27 @@ fn scrape(
     .extra("vmhwm_mib", hwm as f64 / 1024.0)
     .extra("idle_rss_mib", idle_rss as f64 / 1024.0);
     if large {
-        row = row.target(Target::Max(200.0));
+        row = row.target(Target::Max(100.0));
     }
     ctx.report.push(row);
-    ctx.report.push(
-        Row::new(
-            format!("agent-start-{n}"),
-            format!(
-                "Informational: from starting the agent to its first /metrics answer with {n} namespaces (2 x {n} \
+    let mut row = Row::new(
+        format!("agent-start-{n}"),
+        format!(
+            "From starting the agent to its first /metrics answer with {n} namespaces (2 x {n} \
                  veth ends to attach, 2 TCX links each){}",
-                if expedited { ", with /sys/kernel/rcu_expedited=1" } else { "" }
-            ),
-            "s",
-            start,
-        )
-        .note(format!(
-            "{attached:.0} interfaces attached, {failures:.0} failures; fixture made in {setup:.1} s (~{per_netns_kib:.0} \
+            if expedited { ", with /sys/kernel/rcu_expedited=1" } else { "" }
+        ),
+        "s",
+        start,
+    )
+    .note(format!(
+        "{attached:.0} interfaces attached, {failures:.0} failures; fixture made in {setup:.1} s (~{per_netns_kib:.0} \
              KiB kernel memory per namespace)"
-        )),
-    );
+    ));
+    if large {
+        row = row.target(Target::Max(3.0));
+    }
+    ctx.report.push(row);
     Ok(())
 }
 
@@ -332,20 +334,20 @@ fn list(ctx: &mut Ctx, n: u32) -> anyhow::Result<()> {
             with.push(time(ours())?);
         }
     }
-    ctx.report.push(
-        Row::new(
-            format!("list-{n}"),
-            format!(
-                "Wall time of `netns-monitor list` (every namespace with NSID and interface names, entering each) \
+    let row = Row::new(
+        format!("list-{n}"),
+        format!(
+            "Wall time of `netns-monitor list` (every namespace with NSID and interface names, entering each) \
                  versus `lsns -t net`, output discarded, with {n} named namespaces each with a veth pair; median \
                  of {rounds} interleaved runs"
-            ),
-            "ms",
-            median(&with),
-        )
-        .baseline(median(&base))
-        .samples(&with, &base)
-        .note(format!("list printed {our_rows} namespaces, lsns {lsns_rows}")),
-    );
+        ),
+        "ms",
+        median(&with),
+    )
+    .baseline(median(&base))
+    .samples(&with, &base)
+    .note(format!("list printed {our_rows} namespaces, lsns {lsns_rows}"));
+    // The issue's target is for 1,000 namespaces.
+    ctx.report.push(if n == 1000 { row.target(Target::Max(50.0)) } else { row });
     Ok(())
 }
