@@ -6,6 +6,8 @@
 
 use std::io;
 
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+use netlink_packet_route::{RouteNetlinkMessage, link::LinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 /// `struct nlmsghdr` (include/uapi/linux/netlink.h).
@@ -18,7 +20,7 @@ const NLM_F_MULTI: u16 = 0x2;
 const NLM_F_DUMP: u16 = 0x300;
 
 /// `RTM_GETLINK` and its answer (include/uapi/linux/rtnetlink.h).
-pub const RTM_NEWLINK: u16 = 16;
+const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
 /// `struct ifinfomsg`: family, pad, type, index, flags, change.
 const IFINFOMSG_LEN: usize = 16;
@@ -89,8 +91,9 @@ impl RouteSocket {
         }
     }
 
-    /// Names of every interface of this namespace, in ifindex order (`RTM_GETLINK` dump without statistics).
-    pub fn link_names(&mut self) -> io::Result<Vec<String>> {
+    /// Every interface of this namespace: an `RTM_GETLINK` dump without statistics, each answer handed to `each`
+    /// as [`Self::request`] does.
+    pub fn dump_links(&mut self, each: impl FnMut(u16, &[u8])) -> io::Result<()> {
         let mut request = [0u8; NLMSG_HDRLEN + IFINFOMSG_LEN + 8];
         let len = request.len() as u32;
         request[0..4].copy_from_slice(&len.to_ne_bytes());
@@ -100,8 +103,13 @@ impl RouteSocket {
         request[attribute..attribute + 2].copy_from_slice(&8u16.to_ne_bytes());
         request[attribute + 2..attribute + 4].copy_from_slice(&IFLA_EXT_MASK.to_ne_bytes());
         request[attribute + 4..attribute + 8].copy_from_slice(&RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
+        self.request(&mut request, each)
+    }
+
+    /// Names of every interface of this namespace, in ifindex order.
+    pub fn link_names(&mut self) -> io::Result<Vec<String>> {
         let mut links = Vec::new();
-        self.request(&mut request, |kind, message| {
+        self.dump_links(|kind, message| {
             if kind == RTM_NEWLINK
                 && let Some(link) = link_name(message)
             {
@@ -110,6 +118,20 @@ impl RouteSocket {
         })?;
         links.sort_unstable();
         Ok(links.into_iter().map(|(_, name)| name).collect())
+    }
+}
+
+/// One answer decoded as a link: `Ok(None)` for a message that is no `RTM_NEWLINK`.
+pub fn decode_link(kind: u16, message: &[u8]) -> io::Result<Option<LinkMessage>> {
+    if kind != RTM_NEWLINK {
+        return Ok(None);
+    }
+    match NetlinkMessage::<RouteNetlinkMessage>::deserialize(message) {
+        Ok(NetlinkMessage { payload: NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)), .. }) => {
+            Ok(Some(link))
+        }
+        Ok(_) => Ok(None),
+        Err(err) => Err(invalid(&err.to_string())),
     }
 }
 

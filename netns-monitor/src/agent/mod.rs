@@ -29,6 +29,7 @@ use std::{
 };
 
 use netns_monitor_common::traffic::TrafficKey;
+use nix::sched::{CloneFlags, setns};
 
 use self::{
     collector::{LoopMetrics, Metrics, MetricsError, StateCollector},
@@ -40,7 +41,7 @@ use crate::{
     lifecycle::{End, LifecycleError, Tracker},
     manage::{
         autoname::{self, Change},
-        rtnl::in_netns,
+        rtnl::{Within, in_netns},
     },
     trace::event::{Event, EventKind, NsType},
     traffic::{
@@ -139,8 +140,12 @@ impl Agent {
         let events = probes.events()?;
         // Subscribe before scanning, so that no link appearing during the scan is missed.
         let monitor = LinkMonitor::open().map_err(AgentError::LinkMonitor)?;
+        let phase = std::time::Instant::now();
         let inventory = Inventory::scan(&ScanOptions { fds: true })?;
+        let scan_ms = phase.elapsed().as_millis();
+        let phase = std::time::Instant::now();
         let mut tracker = Tracker::start(&inventory).await?;
+        let track_ms = phase.elapsed().as_millis();
         if probes.hooks.tier.reports_destruction() {
             tracker.kernel_reports_destruction();
         } else if !tracker.has_handles() {
@@ -178,9 +183,11 @@ impl Agent {
             naming: Naming::default(),
         };
         agent.sync_untracked(0);
+        let phase = std::time::Instant::now();
         agent.rescan(inventory);
         let stale = agent.attachments.remove_stale()?;
         agent.publish();
+        let attach_ms = phase.elapsed().as_millis();
         // Start-up freed far more than it keeps (see collector::release_free_memory).
         collector::release_free_memory();
         tracing::info!(
@@ -188,6 +195,9 @@ impl Agent {
             interfaces = agent.attachments.attached().len(),
             adopted = agent.attachments.attached().values().filter(|a| a.adopted).count(),
             stale,
+            scan_ms,
+            track_ms,
+            attach_ms,
             "programs attached; watching namespaces"
         );
         Ok(agent)
@@ -450,21 +460,59 @@ impl Agent {
 
     /// Attaches to every veth of every namespace in `inventory`, and forgets attached interfaces that are gone.
     fn rescan(&mut self, inventory: Inventory) {
-        let mut seen = std::collections::BTreeSet::new();
+        let mut opened = Vec::with_capacity(inventory.namespaces.len());
         for ns in inventory.namespaces.values() {
             let Some(path) = ns.open_path() else { continue };
             let Ok(file) = File::open(&path) else { continue };
             self.paths.insert(ns.inode, path);
-            for veth in self.attach_all_in(ns.inode, &file) {
-                seen.insert(TrafficKey { netns: ns.inode, ifindex: veth.ifindex });
-            }
+            opened.push((ns.inode, file));
         }
+        let seen = self.attach_everywhere(&opened);
         let gone: Vec<TrafficKey> = self.attachments.attached().keys().filter(|k| !seen.contains(k)).copied().collect();
         for key in gone {
             if let Err(err) = self.attachments.remove(key) {
                 tracing::warn!(?key, error = %error_chain(&err), "cannot clean up a vanished interface");
             }
         }
+    }
+
+    /// Attaches to every veth of `namespaces` from one thread that enters them one after another (a thread per
+    /// namespace and per request was most of the agent's start-up on a large host); returns the veths found.
+    fn attach_everywhere(&mut self, namespaces: &[(u32, File)]) -> std::collections::BTreeSet<TrafficKey> {
+        let Self { probes, attachments, looped, .. } = self;
+        let (probes, looped) = (&**probes, &*looped);
+        tokio::task::block_in_place(|| {
+            std::thread::scope(|scope| {
+                let worker = std::thread::Builder::new().name("netns-attach".into()).spawn_scoped(scope, move || {
+                    let mut seen = std::collections::BTreeSet::new();
+                    for (inode, file) in namespaces {
+                        if let Err(err) = setns(file.as_fd(), CloneFlags::CLONE_NEWNET) {
+                            tracing::warn!(inode, error = %error_chain(&err), "cannot enter the namespace");
+                            continue;
+                        }
+                        let veths = match veths_here() {
+                            Ok(veths) => veths,
+                            Err(err) => {
+                                tracing::warn!(inode, error = %error_chain(&err), "cannot list the namespace's interfaces");
+                                continue;
+                            }
+                        };
+                        for veth in &veths {
+                            attach_one(attachments, probes, looped, *inode, Within::Here, veth);
+                            seen.insert(TrafficKey { netns: *inode, ifindex: veth.ifindex });
+                        }
+                    }
+                    seen
+                });
+                match worker {
+                    Ok(worker) => worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot start a thread to attach the classifiers");
+                        std::collections::BTreeSet::new()
+                    }
+                }
+            })
+        })
     }
 
     /// Attaches to every veth in the namespace behind `file`; returns the veths found.
@@ -488,23 +536,9 @@ impl Agent {
     }
 
     fn attach(&mut self, inode: u32, file: &File, veth: &Veth) {
-        let key = TrafficKey { netns: inode, ifindex: veth.ifindex };
-        let mut probes = self.probes.lock().unwrap_or_else(|p| p.into_inner());
-        let attached = tokio::task::block_in_place(|| {
-            self.attachments.attach(&mut probes, file.as_fd(), key).map(|a| a.is_some())
+        tokio::task::block_in_place(|| {
+            attach_one(&mut self.attachments, &self.probes, &self.looped, inode, Within::Enter(file.as_fd()), veth)
         });
-        if let Ok(false) = attached {
-            // Moved to another namespace or deleted since the notification: its own notification follows.
-            tracing::debug!(inode, ifindex = veth.ifindex, name = veth.name, "interface gone before it was attached");
-        }
-        if let Err(err) = attached {
-            let hook = match &err {
-                TrafficError::Attach { direction: Direction::Egress, .. } => "tc_egress",
-                _ => "tc_ingress",
-            };
-            self.looped.attach_failures.with_label_values(&[hook]).inc();
-            tracing::warn!(inode, name = veth.name, error = %error_chain(&err), "cannot attach the classifiers");
-        }
     }
 
     /// Opens namespace `inode` through the path that worked last time, else through a fresh scan.
@@ -538,6 +572,34 @@ impl Agent {
         if now > before {
             self.looped.untracked.inc_by(now - before);
         }
+    }
+}
+
+/// Attaches both classifiers to `veth` of namespace `inode`; a failure is logged and counted, not returned.
+fn attach_one(
+    attachments: &mut Attachments,
+    probes: &Mutex<Probes>,
+    looped: &LoopMetrics,
+    inode: u32,
+    netns: Within<'_>,
+    veth: &Veth,
+) {
+    let key = TrafficKey { netns: inode, ifindex: veth.ifindex };
+    // Locked for one interface at a time: a scrape reads the kernel counters through the same lock.
+    let mut probes = probes.lock().unwrap_or_else(|p| p.into_inner());
+    let attached = attachments.attach(&mut probes, netns, key).map(|a| a.is_some());
+    drop(probes);
+    if let Ok(false) = attached {
+        // Moved to another namespace or deleted since the notification: its own notification follows.
+        tracing::debug!(inode, ifindex = veth.ifindex, name = veth.name, "interface gone before it was attached");
+    }
+    if let Err(err) = attached {
+        let hook = match &err {
+            TrafficError::Attach { direction: Direction::Egress, .. } => "tc_egress",
+            _ => "tc_ingress",
+        };
+        looped.attach_failures.with_label_values(&[hook]).inc();
+        tracing::warn!(inode, name = veth.name, error = %error_chain(&err), "cannot attach the classifiers");
     }
 }
 

@@ -2,7 +2,8 @@
 //! previous agent left.
 //!
 //! aya resolves an interface (and the kernel its ifindex) in the calling thread's network namespace, so every
-//! attach runs on a short-lived thread that entered the interface's namespace (`manage::rtnl::in_netns`).
+//! attach runs in the interface's namespace: on a short-lived thread that entered it (`manage::rtnl::in_netns`), or on
+//! a worker that enters one namespace after another (`manage::rtnl::Within`).
 //!
 //! With TCX (Linux >= 6.6) each attachment is a bpf link, pinned at
 //! `PIN_DIR/links/<netns inode>-<ifindex>-<ingress|egress>`: the programs keep counting while the agent is down,
@@ -23,7 +24,7 @@
 use std::{
     collections::BTreeMap,
     io,
-    os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     path::{Path, PathBuf},
 };
 
@@ -40,7 +41,7 @@ use netns_monitor_common::traffic::TrafficKey;
 use super::{TrafficError, counters::TrafficMap};
 use crate::{
     bpf::{Direction, Probes},
-    manage::rtnl::in_netns,
+    manage::rtnl::Within,
 };
 
 /// An interface with both classifiers attached.
@@ -110,7 +111,7 @@ impl Attachments {
     }
 
     /// Attaches both classifiers to interface `key.ifindex` of namespace `key.netns` (held open by
-    /// `netns_fd`), adopting pinned links where they exist. Idempotent. `Ok(None)` when the interface is no
+    /// `netns`: entered, or the calling thread's own), adopting pinned links where they exist. Idempotent. `Ok(None)` when the interface is no
     /// longer in that namespace (moved to another one, or deleted: a notification of that follows), which is
     /// not a failure.
     ///
@@ -126,11 +127,11 @@ impl Attachments {
     pub fn attach(
         &mut self,
         probes: &mut Probes,
-        netns_fd: BorrowedFd<'_>,
+        netns: Within<'_>,
         key: TrafficKey,
     ) -> Result<Option<&Attached>, TrafficError> {
         let created = self.map.create(key)?;
-        match self.attach_counted(probes, netns_fd, key) {
+        match self.attach_counted(probes, netns, key) {
             Ok(Some(attached)) => {
                 self.attached.insert(key, attached);
                 Ok(self.attached.get(&key))
@@ -148,7 +149,7 @@ impl Attachments {
     fn attach_counted(
         &mut self,
         probes: &mut Probes,
-        netns_fd: BorrowedFd<'_>,
+        netns: Within<'_>,
         key: TrafficKey,
     ) -> Result<Option<Attached>, TrafficError> {
         const ATTEMPTS: usize = 3;
@@ -158,13 +159,13 @@ impl Attachments {
         const HELD_STEP: std::time::Duration = std::time::Duration::from_millis(10);
         let (mut attempts, mut held) = (0, 0);
         while attempts < ATTEMPTS {
-            let Some(name) = in_netns(Some(netns_fd), || name_of(key.ifindex)).map_err(TrafficError::Thread)? else {
+            let Some(name) = netns.run(|| name_of(key.ifindex)).map_err(TrafficError::Thread)? else {
                 return Ok(None);
             };
             if let Some(attached) = self.attached.get(&key).filter(|a| a.name == name) {
                 return Ok(Some(attached.clone()));
             }
-            match self.attach_named(probes, netns_fd, key, &name) {
+            match self.attach_named(probes, netns, key, &name) {
                 Ok(adopted) => {
                     if !self.map.has_base(&key) {
                         // The classifiers memoise each device's namespace. One that just moved here (CNI makes
@@ -172,7 +173,7 @@ impl Attachments {
                         // counted under its old namespace until the memo is dropped: drop it before the base is
                         // measured, or what passes meanwhile is in neither the base nor these counters.
                         probes.bump_link_generation().map_err(TrafficError::Bpf)?;
-                        if !super::seed::write_base(&mut self.map, netns_fd, key, &name)? {
+                        if !super::seed::write_base(&mut self.map, netns, key, &name)? {
                             return Ok(None);
                         }
                     }
@@ -204,7 +205,7 @@ impl Attachments {
     fn attach_named(
         &mut self,
         probes: &mut Probes,
-        netns_fd: BorrowedFd<'_>,
+        netns: Within<'_>,
         key: TrafficKey,
         name: &str,
     ) -> Result<bool, TrafficError> {
@@ -215,7 +216,8 @@ impl Attachments {
         for direction in Direction::BOTH {
             let pin = self.pin_path(key, direction);
             let classifier = probes.classifier(direction).map_err(TrafficError::Bpf)?;
-            let fresh = in_netns(Some(netns_fd), || attach_one(classifier, name, direction, &pin, classid))
+            let fresh = netns
+                .run(|| attach_one(classifier, name, direction, &pin, classid))
                 .map_err(TrafficError::Thread)?
                 .map_err(|source| TrafficError::Attach { name: name.to_owned(), direction, source })?;
             adopted &= !fresh;

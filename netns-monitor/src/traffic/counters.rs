@@ -283,24 +283,7 @@ impl TrafficMap {
 
     /// Every interface's slot, batched where the kernel can.
     pub fn slot_map(&self) -> Result<HashMap<TrafficKey, u32>, TrafficError> {
-        let zero_key = TrafficKey { netns: 0, ifindex: 0 };
-        match self.batch::<TrafficKey, u32>(&self.slots.fd, Batch { per_key: 1, limit: None, zero_key, zero: 0 }) {
-            Ok(Some((keys, values))) => Ok(keys.into_iter().zip(values).collect()),
-            Ok(None) => {
-                let mut all = HashMap::new();
-                for entry in self.slots.map.iter() {
-                    match entry {
-                        Ok((key, slot)) => {
-                            all.insert(key, slot);
-                        }
-                        Err(err) if not_found(&err) => continue,
-                        Err(err) => return Err(TrafficError::Map(err)),
-                    }
-                }
-                Ok(all)
-            }
-            Err(err) => Err(TrafficError::Batch(err)),
-        }
+        Ok(self.entries(&self.slots, 0)?.into_iter().collect())
     }
 
     /// `key`'s counter slot, if it has one.
@@ -380,15 +363,22 @@ impl TrafficMap {
 
     /// Every base, batched where the kernel can.
     fn bases(&self) -> Result<Vec<(TrafficKey, TrafficBase)>, TrafficError> {
+        self.entries(&self.base, TrafficBase::default())
+    }
+
+    /// Every entry of one of the hash maps keyed by interface: in batches where the kernel can, else by a walk
+    /// (which skips entries deleted under it). `zero` is what the batch buffers start as.
+    fn entries<V: Copy + aya::Pod>(
+        &self,
+        map: &Pinned<BpfHashMap<MapData, TrafficKey, V>>,
+        zero: V,
+    ) -> Result<Vec<(TrafficKey, V)>, TrafficError> {
         let zero_key = TrafficKey { netns: 0, ifindex: 0 };
-        match self
-            .batch(&self.base.fd, Batch { per_key: 1, limit: None, zero_key, zero: TrafficBase::default() })
-            .map_err(TrafficError::Batch)?
-        {
+        match self.batch(&map.fd, Batch { per_key: 1, limit: None, zero_key, zero }).map_err(TrafficError::Batch)? {
             Some((keys, values)) => Ok(keys.into_iter().zip(values).collect()),
             None => {
                 let mut all = Vec::new();
-                for entry in self.base.map.iter() {
+                for entry in map.map.iter() {
                     match entry {
                         Ok(entry) => all.push(entry),
                         Err(err) if not_found(&err) => continue,

@@ -8,13 +8,13 @@
 
 use std::io;
 
-use netlink_packet_core::{NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{NLM_F_REQUEST, NetlinkMessage};
 use netlink_packet_route::{
     RouteNetlinkMessage,
     link::{LinkAttribute, LinkMessage},
 };
 
-use crate::route_socket::{RTM_NEWLINK, RouteSocket};
+use crate::route_socket::{RouteSocket, decode_link};
 
 /// What the kernel counted on an interface: (rx bytes, rx packets, tx bytes, tx packets).
 pub type KernelTotals = [u64; 4];
@@ -41,20 +41,9 @@ impl DeviceStats {
         request.serialize(&mut bytes);
         let mut found = None;
         let mut undecodable = None;
-        let asked = self.socket.request(&mut bytes, |kind, message| {
-            if kind != RTM_NEWLINK {
-                return;
-            }
-            match NetlinkMessage::<RouteNetlinkMessage>::deserialize(message) {
-                Ok(NetlinkMessage {
-                    payload: NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)),
-                    ..
-                }) => {
-                    found = Some(totals(&link));
-                }
-                Ok(_) => {}
-                Err(err) => undecodable = Some(io::Error::new(io::ErrorKind::InvalidData, err.to_string())),
-            }
+        let asked = self.socket.request(&mut bytes, |kind, message| match decode_link(kind, message) {
+            Ok(link) => found = found.or(link.as_ref().map(totals)),
+            Err(err) => undecodable = Some(err),
         });
         match asked {
             Err(err) if err.raw_os_error() == Some(libc::ENODEV) => return Ok(None),

@@ -1,10 +1,12 @@
 //! Which interfaces get classifiers: veth ends, found with an rtnetlink link dump inside a namespace, or
 //! announced by link notifications.
 
-use futures::TryStreamExt as _;
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 
-use crate::manage::rtnl::{Rtnl, RtnlError};
+use crate::{
+    manage::rtnl::RtnlError,
+    route_socket::{RouteSocket, decode_link},
+};
 
 /// A veth end inside some namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,11 +31,21 @@ pub fn veth_of(link: &LinkMessage) -> Option<Veth> {
     is_veth.then_some(Veth { ifindex: link.header.index, name: name? })
 }
 
-/// Every veth end in the calling thread's network namespace (run it through `manage::rtnl::in_netns`).
+/// Every veth end in the calling thread's network namespace (run it through `manage::rtnl::in_netns`, or
+/// from a thread that entered the namespace): a link dump without statistics on a blocking socket.
 pub fn veths_here() -> Result<Vec<Veth>, RtnlError> {
-    let rtnl = Rtnl::connect()?;
-    let links: Vec<LinkMessage> = rtnl
-        .run(async { rtnl.handle.link().get().execute().try_collect().await })
-        .map_err(|err| RtnlError::Connect(std::io::Error::other(err)))?;
-    Ok(links.iter().filter_map(veth_of).collect())
+    let mut socket = RouteSocket::open().map_err(RtnlError::Connect)?;
+    let mut veths = Vec::new();
+    let mut undecodable = None;
+    socket
+        .dump_links(|kind, message| match decode_link(kind, message) {
+            Ok(link) => veths.extend(link.as_ref().and_then(veth_of)),
+            Err(err) => undecodable = Some(err),
+        })
+        .map_err(RtnlError::Connect)?;
+    match undecodable {
+        // A link this crate cannot decode is one it cannot tell is a veth: say so rather than skip it.
+        Some(err) => Err(RtnlError::Connect(err)),
+        None => Ok(veths),
+    }
 }

@@ -12,8 +12,6 @@
 //! a softirq deferred under load does. Under a steady flood no sample is quiet; after [`ATTEMPTS`] the last
 //! one is taken and a warning says the base may be off by the packets in flight.
 
-use std::os::fd::BorrowedFd;
-
 use netns_monitor_common::traffic::TrafficKey;
 
 use super::{
@@ -21,7 +19,7 @@ use super::{
     counters::TrafficMap,
     kernel::{DeviceStats, KernelTotals},
 };
-use crate::manage::rtnl::in_netns;
+use crate::manage::rtnl::Within;
 
 /// Samples tried before one that is not quiet is taken.
 pub const ATTEMPTS: usize = 200;
@@ -57,25 +55,25 @@ pub fn measure<E>(
     Ok(last)
 }
 
-/// Measures and writes the base of `key` (named `name` in the namespace behind `netns_fd`). `Ok(false)` when the
+/// Measures and writes the base of `key` (named `name` in namespace `netns`). `Ok(false)` when the
 /// interface went away meanwhile.
-pub fn write_base(
-    map: &mut TrafficMap,
-    netns_fd: BorrowedFd<'_>,
-    key: TrafficKey,
-    name: &str,
-) -> Result<bool, TrafficError> {
+pub fn write_base(map: &mut TrafficMap, netns: Within<'_>, key: TrafficKey, name: &str) -> Result<bool, TrafficError> {
     let measured = {
         let map = &*map;
-        in_netns(Some(netns_fd), || {
-            let mut stats =
-                DeviceStats::open().map_err(|source| TrafficError::KernelStats { ifindex: key.ifindex, source })?;
-            measure(
-                || map.counted(&key),
-                || stats.get(key.ifindex).map_err(|source| TrafficError::KernelStats { ifindex: key.ifindex, source }),
-            )
-        })
-        .map_err(TrafficError::Thread)??
+        netns
+            .run(|| {
+                let mut stats =
+                    DeviceStats::open().map_err(|source| TrafficError::KernelStats { ifindex: key.ifindex, source })?;
+                measure(
+                    || map.counted(&key),
+                    || {
+                        stats
+                            .get(key.ifindex)
+                            .map_err(|source| TrafficError::KernelStats { ifindex: key.ifindex, source })
+                    },
+                )
+            })
+            .map_err(TrafficError::Thread)??
     };
     let Some(measured) = measured else { return Ok(false) };
     if !measured.quiet {

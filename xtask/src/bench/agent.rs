@@ -194,7 +194,7 @@ impl Drop for Agent {
 }
 
 /// A local address nothing listens on right now.
-fn free_local_addr() -> anyhow::Result<SocketAddr> {
+pub fn free_local_addr() -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free local port")?;
     listener.local_addr().context("cannot find a free local port")
 }

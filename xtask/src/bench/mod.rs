@@ -7,13 +7,15 @@
 //!
 //! One file per family: [`traffic`] (iperf3 throughput, tc program run time), [`syscalls`] (getpid, setns
 //! and unshare storms), [`scale`] (scrape latency and RSS with N namespaces, `list` against `lsns`),
-//! [`netns_setup`] (set-up of N namespaces against iproute2). [`agent`] runs the real agent, [`fixture`] makes
+//! [`netns_setup`] (set-up of N namespaces against iproute2). [`agent`] runs the real agent, [`prometheus`] a real
+//! Prometheus against it, [`fixture`] makes
 //! and removes namespaces (also what a crashed run left behind), [`report`] writes the results.
 
 mod agent;
 mod bpf;
 mod fixture;
 mod netns_setup;
+mod prometheus;
 mod report;
 mod scale;
 mod stats;

@@ -171,6 +171,7 @@ fn scrape(
     per_netns_kib: f64,
     expedited: bool,
 ) -> anyhow::Result<()> {
+    let floor = attach_floor(n);
     // Both ends of every pair are counted, plus whatever the host has: sized as an operator would
     // (--max-interfaces, the default 16384 when that is enough).
     let max_interfaces = (2 * n + 1024).clamp(16 * 1024, 65_535).to_string();
@@ -201,6 +202,9 @@ fn scrape(
     let collect_ms = agent::sample(&body, "netns_monitor_scrape_duration_seconds", &[]) * 1e3;
     let (rss, hwm) = agent.rss_kib()?;
     let series = agent::series(&body);
+    // The issue's check of a fleet's view: a real Prometheus for a minute (only in the large run).
+    let seen =
+        if n >= 10_000 { Some(super::prometheus::scrape_for(agent.addr, Duration::from_secs(60))) } else { None };
     // Stop the agent but keep its pins until the namespaces are gone (see the module comment).
     let pin_dir = agent.pin_dir.clone();
     agent.stop_keeping_pins()?;
@@ -298,7 +302,92 @@ fn scrape(
         row = row.target(Target::Max(3.0));
     }
     ctx.report.push(row);
+    match seen {
+        Some(Ok(seen)) => ctx.report.push(
+            Row::new(
+                format!("prometheus-failed-scrapes-{n}"),
+                format!(
+                    "A real Prometheus (Debian's package) scraping the agent with {n} namespaces every 15 s (10 s \
+                     timeout) for a minute: scrapes with up == 0, from its own query API"
+                ),
+                "scrapes",
+                seen.failed,
+            )
+            .target(Target::Max(0.0))
+            .note(format!(
+                "{:.0} scrapes; scrape_duration_seconds max {:.0} ms, mean {:.0} ms; {:.0} samples a scrape",
+                seen.scrapes,
+                seen.duration_max_s * 1e3,
+                seen.duration_avg_s * 1e3,
+                seen.samples
+            ))
+            .extra("scrapes", seen.scrapes)
+            .extra("duration_max_ms", seen.duration_max_s * 1e3)
+            .extra("duration_avg_ms", seen.duration_avg_s * 1e3),
+        ),
+        Some(Err(err)) => {
+            eprintln!("[bench]   the real Prometheus run failed: {err:#}");
+            ctx.report.failures.push(format!("prometheus-failed-scrapes-{n}: {err:#}"));
+        }
+        None => {}
+    }
+    match floor {
+        Ok((seconds, links)) => {
+            let per_link = seconds / links as f64;
+            // The agent makes 4 links a pair (2 devices, 2 directions), one after another.
+            let agent_links = 4 * u64::from(n);
+            ctx.report.push(
+                Row::new(
+                    format!("tcx-attach-floor-{n}"),
+                    format!(
+                        "The kernel's floor under agent-start-{n}: an empty classifier attached by TCX \
+                         (BPF_LINK_CREATE, one thread, no agent) in both directions to each host-side veth end (as \
+                         many as RLIMIT_NOFILE allows, one fd a link), timed, and scaled to the {agent_links} links \
+                         the agent makes; each first attach to a device waits for an RCU grace period under the rtnl \
+                         lock (tcx_link_attach, 6.6+), so they do not overlap"
+                    ),
+                    "s",
+                    per_link * agent_links as f64,
+                )
+                .note(format!("{links} links in {seconds:.2} s, {:.0} µs a link", per_link * 1e6))
+                .extra("per_link_us", per_link * 1e6),
+            );
+        }
+        Err(err) => eprintln!("[bench]   no TCX attach floor: {err:#}"),
+    }
     Ok(())
+}
+
+/// Attaches an empty classifier by TCX in both directions to every host-side end of the fixture, one after
+/// another from one thread, and releases them again: (seconds the attaches took, links made).
+fn attach_floor(n: u32) -> anyhow::Result<(f64, usize)> {
+    // One fd a link: raise the soft limit as far as the hard one allows (the agent pins instead).
+    let mut nofile = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut nofile);
+        nofile.rlim_cur = nofile.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &nofile);
+    }
+    let program = super::bpf::load_empty_classifier()?;
+    // Within the fd limit, keeping room for what else is open: a subset of the ends when it is too low.
+    let devices = n.min(u32::try_from(nofile.rlim_max.saturating_sub(256) / 2).unwrap_or(u32::MAX));
+    let ifindexes: Vec<u32> = (0..devices)
+        .map(|i| super::bpf::ifindex(&fixture::if_name(&format!("s{i}h"))))
+        .collect::<anyhow::Result<_>>()?;
+    let mut links = Vec::with_capacity(2 * ifindexes.len());
+    let started = Instant::now();
+    for &ifindex in &ifindexes {
+        for ingress in [true, false] {
+            links.push(super::bpf::attach_tcx(&program, ifindex, ingress)?);
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let made = links.len();
+    drop(links);
+    fixture::wait_for_link_releases(Duration::from_secs(600));
+    eprintln!("[bench]   TCX attach floor: {made} links in {seconds:.2} s");
+    Ok((seconds, made))
 }
 
 /// `netns-monitor list` versus `lsns -t net`, interleaved, output discarded.
