@@ -87,9 +87,18 @@ pub fn scrape_for(target: SocketAddr, window: Duration) -> anyhow::Result<Seen> 
         fixture::check()?;
         std::thread::sleep(Duration::from_millis(500));
     }
-    let range = format!("{}s", window.as_secs() + INTERVAL_S);
+    // Everything since Prometheus started (its first scrape comes at a random offset within the interval).
+    let range = format!("{}s", window.as_secs() + 4 * INTERVAL_S);
     let value = |expr: &str| query(server.addr, &expr.replace("RANGE", &range));
     let job = "{job=\"netns-monitor\"}";
+    // A minute is 4 intervals: wait (up to two more) until Prometheus has recorded the 5 scrapes of a full minute.
+    let wanted = (window.as_secs() / INTERVAL_S + 1) as f64;
+    let count = || value(&format!("count_over_time(up{job}[RANGE])")).unwrap_or(0.0);
+    let end = Instant::now() + Duration::from_secs(2 * INTERVAL_S);
+    while count() < wanted && Instant::now() < end {
+        fixture::check()?;
+        std::thread::sleep(Duration::from_millis(500));
+    }
     Ok(Seen {
         scrapes: value(&format!("count_over_time(up{job}[RANGE])"))?,
         failed: value(&format!("count_over_time(up{job}[RANGE]) - sum_over_time(up{job}[RANGE])"))?,
