@@ -182,10 +182,11 @@ impl Metrics {
     }
 }
 
-/// Returns the allocator's free memory to the kernel. The agent's start-up (a thread, a netlink connection and
-/// a small runtime per namespace it enters) and every scrape (a few hundred thousand short strings with 10,000
-/// namespaces) free most of what they allocate, but glibc keeps freed memory mapped in its arenas: with 3,000
-/// namespaces 62 of an idle agent's 77 MB resident were free heap, and `malloc_trim` brought it to 15 MB.
+/// Returns the allocator's free memory to the kernel. The agent's start-up (link dumps of every namespace it
+/// enters) and every scrape (a few hundred thousand short strings with 10,000 namespaces) free most of what they
+/// allocate, but glibc keeps freed memory mapped in its arenas: with 3,000 namespaces 62 of an idle agent's
+/// 77 MB resident were free heap (measured when start-up still made a thread and a runtime per namespace), and
+/// `malloc_trim` brought it to 15 MB.
 pub fn release_free_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim has no preconditions; it only gives free pages of the arenas back to the kernel

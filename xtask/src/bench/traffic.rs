@@ -219,7 +219,7 @@ pub fn udp(ctx: &mut Ctx) -> anyhow::Result<()> {
         with,
     )
     .baseline(without)
-    .target(Target::MinRatio(0.97))
+    .target(Target::MinRatio(0.98))
     .samples(&runs.with, &runs.without)
     .note(format!(
         "sent: {:.0} kpps with, {:.0} kpps without{}",
@@ -349,7 +349,7 @@ pub fn tc_runtime(ctx: &mut Ctx) -> anyhow::Result<()> {
         "ns/run",
         net_median,
     )
-    .target(Target::Max(30.0))
+    .target(Target::Max(10.0))
     .samples(&net, &[])
     .note("raw minus the empty-program floor measured in the same floods");
     if net_median > 30.0 {
