@@ -11,10 +11,10 @@ use netlink_packet_route::{RouteNetlinkMessage, link::LinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 /// `struct nlmsghdr` (include/uapi/linux/netlink.h).
-const NLMSG_HDRLEN: usize = 16;
+pub const NLMSG_HDRLEN: usize = 16;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
+pub const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_MULTI: u16 = 0x2;
 /// NLM_F_ROOT | NLM_F_MATCH.
 const NLM_F_DUMP: u16 = 0x300;
@@ -95,10 +95,7 @@ impl RouteSocket {
     /// as [`Self::request`] does.
     pub fn dump_links(&mut self, each: impl FnMut(u16, &[u8])) -> io::Result<()> {
         let mut request = [0u8; NLMSG_HDRLEN + IFINFOMSG_LEN + 8];
-        let len = request.len() as u32;
-        request[0..4].copy_from_slice(&len.to_ne_bytes());
-        request[4..6].copy_from_slice(&RTM_GETLINK.to_ne_bytes());
-        request[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        header(&mut request, RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP);
         let attribute = NLMSG_HDRLEN + IFINFOMSG_LEN;
         request[attribute..attribute + 2].copy_from_slice(&8u16.to_ne_bytes());
         request[attribute + 2..attribute + 4].copy_from_slice(&IFLA_EXT_MASK.to_ne_bytes());
@@ -139,21 +136,35 @@ pub fn decode_link(kind: u16, message: &[u8]) -> io::Result<Option<LinkMessage>>
 fn link_name(message: &[u8]) -> Option<(i32, String)> {
     let body = message.get(NLMSG_HDRLEN..)?;
     let index = i32::from_ne_bytes(body.get(4..8)?.try_into().ok()?);
-    let mut attributes = body.get(IFINFOMSG_LEN..)?;
+    let value = attribute(body.get(IFINFOMSG_LEN..)?, IFLA_IFNAME)?;
+    let value = value.split(|&b| b == 0).next().unwrap_or_default();
+    Some((index, String::from_utf8_lossy(value).into_owned()))
+}
+
+/// The value of the first attribute of type `wanted` among `attributes` (a message's attributes, after its
+/// fixed header); `None` when there is none, or a malformed attribute comes first.
+pub fn attribute(mut attributes: &[u8], wanted: u16) -> Option<&[u8]> {
     while attributes.len() >= 4 {
         let len = usize::from(u16::from_ne_bytes([attributes[0], attributes[1]]));
+        // Without NLA_F_NESTED and NLA_F_NET_BYTEORDER.
         let kind = u16::from_ne_bytes([attributes[2], attributes[3]]) & 0x3fff;
         if len < 4 || len > attributes.len() {
             return None;
         }
-        if kind == IFLA_IFNAME {
-            let value = &attributes[4..len];
-            let value = value.split(|&b| b == 0).next().unwrap_or_default();
-            return Some((index, String::from_utf8_lossy(value).into_owned()));
+        if kind == wanted {
+            return Some(&attributes[4..len]);
         }
         attributes = attributes.get(align(len)..).unwrap_or_default();
     }
     None
+}
+
+/// Writes a request's `struct nlmsghdr`: its length (all of `request`), type and flags.
+pub fn header(request: &mut [u8], kind: u16, flags: u16) {
+    let len = u32::try_from(request.len()).unwrap_or(u32::MAX);
+    request[0..4].copy_from_slice(&len.to_ne_bytes());
+    request[4..6].copy_from_slice(&kind.to_ne_bytes());
+    request[6..8].copy_from_slice(&flags.to_ne_bytes());
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {

@@ -8,18 +8,15 @@
 use std::{
     collections::BTreeMap,
     fs::File,
-    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
+    os::fd::{AsFd as _, BorrowedFd},
 };
 
-use netlink_packet_core::{NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
-use netlink_packet_route::{
-    AddressFamily, RouteNetlinkMessage,
-    nsid::{NsidAttribute, NsidMessage},
-};
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+use netlink_packet_route::RouteNetlinkMessage;
 use nix::sched::{CloneFlags, setns};
 
 use super::{Inventory, Netns};
-use crate::{manage::rtnl::RtnlError, route_socket::RouteSocket};
+use crate::{lifecycle::nsid, manage::rtnl::RtnlError, route_socket::RouteSocket};
 
 /// Kernel facts about one namespace; `None` where it could not be read (the namespace went away, or only a
 /// bind mount in another mount namespace holds it and that could not be opened).
@@ -127,24 +124,16 @@ fn details_of(namespaces: &[&Netns], own: Option<u32>) -> Result<Vec<(u32, Detai
 /// The NSID the socket's namespace has for the namespace behind `fd` (`RTM_GETNSID` with `NETNSA_FD`), if
 /// one is assigned.
 fn nsid(socket: &mut RouteSocket, fd: BorrowedFd<'_>) -> Option<i32> {
-    let mut get = NsidMessage::default();
-    get.header.family = AddressFamily::Unspec;
-    get.attributes = vec![NsidAttribute::Fd(fd.as_raw_fd() as u32)];
-    let mut message = NetlinkMessage::from(RouteNetlinkMessage::GetNsId(get));
-    message.header.flags = NLM_F_REQUEST;
-    message.finalize();
+    let message = nsid::get_request(fd);
     let mut bytes = vec![0; message.buffer_len()];
     message.serialize(&mut bytes);
     let mut id = None;
     socket
         .request(&mut bytes, |_, answer| {
-            if let Ok(answer) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(answer)
-                && let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNsId(msg)) = answer.payload
+            if let Ok(NetlinkMessage { payload: NetlinkPayload::InnerMessage(answer), .. }) =
+                NetlinkMessage::<RouteNetlinkMessage>::deserialize(answer)
             {
-                id = msg.attributes.into_iter().find_map(|a| match a {
-                    NsidAttribute::Id(id) => Some(id),
-                    _ => None,
-                });
+                id = id.or(nsid::id_in(answer));
             }
         })
         .ok()?;

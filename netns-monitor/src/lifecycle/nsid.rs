@@ -64,19 +64,26 @@ async fn request(
 
 /// The id the current namespace has for the namespace behind `fd`, if any.
 pub async fn get(handle: &mut Handle, fd: BorrowedFd<'_>) -> Result<Option<i32>, NsidError> {
-    let get = nsid_message(vec![NsidAttribute::Fd(fd.as_raw_fd() as u32)]);
-    let answers = request(handle, "RTM_GETNSID", message(RouteNetlinkMessage::GetNsId(get), NLM_F_REQUEST)).await?;
-    let id = answers
-        .into_iter()
-        .find_map(|answer| match answer {
-            RouteNetlinkMessage::NewNsId(msg) => msg.attributes.into_iter().find_map(|a| match a {
-                NsidAttribute::Id(id) => Some(id),
-                _ => None,
-            }),
-            _ => None,
-        })
-        .ok_or(NsidError::NoAnswer { request: "RTM_GETNSID" })?;
+    let answers = request(handle, "RTM_GETNSID", get_request(fd)).await?;
+    let id = answers.into_iter().find_map(id_in).ok_or(NsidError::NoAnswer { request: "RTM_GETNSID" })?;
     Ok((id >= 0).then_some(id))
+}
+
+/// `RTM_GETNSID` for the namespace behind `fd` (also sent on a blocking socket by `inventory::details`).
+pub fn get_request(fd: BorrowedFd<'_>) -> NetlinkMessage<RouteNetlinkMessage> {
+    let get = nsid_message(vec![NsidAttribute::Fd(fd.as_raw_fd() as u32)]);
+    message(RouteNetlinkMessage::GetNsId(get), NLM_F_REQUEST)
+}
+
+/// The id an `RTM_NEWNSID` answer carries (negative: none assigned); `None` for any other message.
+pub fn id_in(answer: RouteNetlinkMessage) -> Option<i32> {
+    match answer {
+        RouteNetlinkMessage::NewNsId(msg) => msg.attributes.into_iter().find_map(|a| match a {
+            NsidAttribute::Id(id) => Some(id),
+            _ => None,
+        }),
+        _ => None,
+    }
 }
 
 /// The id of the namespace behind `fd`, assigning the lowest free one if it has none (as

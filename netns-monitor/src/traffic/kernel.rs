@@ -10,7 +10,7 @@
 
 use std::io;
 
-use crate::route_socket::RouteSocket;
+use crate::route_socket::{NLM_F_REQUEST, NLMSG_HDRLEN, RouteSocket, attribute, header};
 
 /// What the kernel counted on an interface: (rx bytes, rx packets, tx bytes, tx packets).
 pub type KernelTotals = [u64; 4];
@@ -18,9 +18,7 @@ pub type KernelTotals = [u64; 4];
 /// `RTM_GETSTATS`/`RTM_NEWSTATS` (include/uapi/linux/rtnetlink.h, 4.7+).
 const RTM_NEWSTATS: u16 = 92;
 const RTM_GETSTATS: u16 = 94;
-const NLM_F_REQUEST: u16 = 0x1;
-/// `struct nlmsghdr`, then `struct if_stats_msg` { family, pad1, pad2, ifindex, filter_mask }.
-const NLMSG_HDRLEN: usize = 16;
+/// `struct if_stats_msg` { family, pad1, pad2, ifindex, filter_mask }, after the `struct nlmsghdr`.
 const IF_STATS_MSG_LEN: usize = 12;
 /// `IFLA_STATS_LINK_64` (include/uapi/linux/if_link.h) and its filter bit, `IFLA_STATS_FILTER_BIT(1)`.
 const IFLA_STATS_LINK_64: u16 = 1;
@@ -40,9 +38,7 @@ impl DeviceStats {
     /// The kernel's counters of interface `ifindex` of this namespace; `None` when no interface has that index.
     pub fn get(&mut self, ifindex: u32) -> io::Result<Option<KernelTotals>> {
         let mut request = [0u8; NLMSG_HDRLEN + IF_STATS_MSG_LEN];
-        request[0..4].copy_from_slice(&((NLMSG_HDRLEN + IF_STATS_MSG_LEN) as u32).to_ne_bytes());
-        request[4..6].copy_from_slice(&RTM_GETSTATS.to_ne_bytes());
-        request[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+        header(&mut request, RTM_GETSTATS, NLM_F_REQUEST);
         request[NLMSG_HDRLEN + 4..NLMSG_HDRLEN + 8].copy_from_slice(&ifindex.to_ne_bytes());
         request[NLMSG_HDRLEN + 8..NLMSG_HDRLEN + 12].copy_from_slice(&FILTER_LINK_64.to_ne_bytes());
         let mut found = None;
@@ -64,22 +60,10 @@ impl DeviceStats {
 /// The four counters of an `RTM_NEWSTATS` message's `IFLA_STATS_LINK_64` (`struct rtnl_link_stats64`, which
 /// starts rx_packets, tx_packets, rx_bytes, tx_bytes).
 fn totals(message: &[u8]) -> Option<KernelTotals> {
-    let mut attributes = message.get(NLMSG_HDRLEN + IF_STATS_MSG_LEN..)?;
-    while attributes.len() >= 4 {
-        let len = usize::from(u16::from_ne_bytes([attributes[0], attributes[1]]));
-        let kind = u16::from_ne_bytes([attributes[2], attributes[3]]) & 0x3fff;
-        if len < 4 || len > attributes.len() {
-            return None;
-        }
-        if kind == IFLA_STATS_LINK_64 {
-            let value = attributes.get(4..len)?;
-            let field = |i: usize| Some(u64::from_ne_bytes(value.get(i * 8..i * 8 + 8)?.try_into().ok()?));
-            let (rx_packets, tx_packets, rx_bytes, tx_bytes) = (field(0)?, field(1)?, field(2)?, field(3)?);
-            return Some([rx_bytes, rx_packets, tx_bytes, tx_packets]);
-        }
-        attributes = attributes.get((len + 3) & !3..).unwrap_or_default();
-    }
-    None
+    let value = attribute(message.get(NLMSG_HDRLEN + IF_STATS_MSG_LEN..)?, IFLA_STATS_LINK_64)?;
+    let field = |i: usize| Some(u64::from_ne_bytes(value.get(i * 8..i * 8 + 8)?.try_into().ok()?));
+    let (rx_packets, tx_packets, rx_bytes, tx_bytes) = (field(0)?, field(1)?, field(2)?, field(3)?);
+    Some([rx_bytes, rx_packets, tx_bytes, tx_packets])
 }
 
 #[cfg(test)]
