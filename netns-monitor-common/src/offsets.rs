@@ -40,6 +40,14 @@ pub struct KernelOffsets {
     pub netdev_net: u32,
     /// `net.ns.ns_id` (Linux >= 6.18; [`UNAVAILABLE`] before).
     pub net_ns_id: u32,
+    /// `work_struct.func` (tier 2's destruction probe compares it with `fqdir_work_fn`).
+    pub work_func: u32,
+    /// `fqdir.destroy_work`, the work `fqdir_exit` queues.
+    pub fqdir_destroy_work: u32,
+    /// `fqdir.net`
+    pub fqdir_net: u32,
+    /// `net.ipv4.fqdir`, the namespace's IPv4 fragment directory (the one of its fqdirs the probe reports).
+    pub net_ipv4_fqdir: u32,
     /// Where the first two syscall arguments sit in the `struct pt_regs` a syscall wrapper (`__x64_sys_*`)
     /// receives: `di` and `si` on x86_64. [`UNAVAILABLE`] on other architectures, which then use the tracepoints.
     pub regs_arg: [u32; 2],
@@ -69,6 +77,10 @@ impl KernelOffsets {
             skb_dev: UNAVAILABLE,
             netdev_net: UNAVAILABLE,
             net_ns_id: UNAVAILABLE,
+            work_func: UNAVAILABLE,
+            fqdir_destroy_work: UNAVAILABLE,
+            fqdir_net: UNAVAILABLE,
+            net_ipv4_fqdir: UNAVAILABLE,
             regs_arg: [UNAVAILABLE; 2],
             nsproxy_member: [UNAVAILABLE; crate::ns::NS_COUNT],
             ns_inum: [UNAVAILABLE; crate::ns::NS_COUNT],
@@ -76,4 +88,4 @@ impl KernelOffsets {
     }
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 16 * 4 + 2 * 4 * crate::ns::NS_COUNT);
+const _: () = assert!(size_of::<KernelOffsets>() == 20 * 4 + 2 * 4 * crate::ns::NS_COUNT);

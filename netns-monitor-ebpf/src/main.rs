@@ -2,7 +2,8 @@
 //!
 //! - [`syscalls`]: tier 1, fentry/fexit on the setns, unshare, clone and clone3 syscall functions, which report
 //!   who moved between which namespaces and cost the other syscalls nothing.
-//! - [`netns`]: tier 1, network-namespace creation and destruction from `copy_net_ns` and `netdev_exit`.
+//! - [`netns`]: network-namespace creation and destruction: tier 1 from `copy_net_ns` and `netdev_exit`, tier 2's
+//!   destruction from the work the IPv4 teardown queues (`workqueue_queue_work`).
 //! - [`tracepoints`]: tier 2, the same transitions from the `syscalls` tracepoints, where fentry is refused.
 //! - [`transitions`]: what both tiers share (the in-flight calls, the events, the fork hook).
 //! - [`filter`]: load-time filters (globals) applied before anything reaches the ring buffer.

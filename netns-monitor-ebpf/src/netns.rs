@@ -19,13 +19,27 @@
 //!   matrix caught it on every kernel: a namespace held by an fd was not reported destroyed, and 1 in 1,000
 //!   short-lived ones was missing.
 //!
-//! Both records carry `net.ns.inum` and, from 6.18, `net.ns.ns_id`.
+//! Tier 2 (where fentry is refused) has no function hook, and no tracepoint names a namespace as it dies, so its
+//! destruction comes from one the teardown always passes through:
+//! - `raw_tracepoint/workqueue_queue_work`: `TP_PROTO(int req_cpu, struct pool_workqueue *pwq, struct
+//!   work_struct *work)` (kernel/workqueue.c `__queue_work`; the same arguments from 5.10 to 7.x). The IPv4
+//!   pernet exit method `ipv4_frags_exit_net` calls `fqdir_exit(net->ipv4.fqdir)` (net/ipv4/inet_fragment.c),
+//!   which queues `&fqdir->destroy_work` with the function `fqdir_work_fn`, once for every namespace that
+//!   `cleanup_net` tears down, and before `net_ns_ops`' exit frees the inode number (IPv4 registers its pernet
+//!   operations in `inet_init`, after `net_ns_init`, and exit methods run in reverse). The program compares the
+//!   work's function with `fqdir_work_fn`'s address (userspace reads it from `/proc/kallsyms` and sets
+//!   [`FQDIR_WORK_FN`]; without it the program is not attached), steps back to the `struct fqdir` and keeps only
+//!   the namespace's IPv4 directory (`net->ipv4.fqdir == fqdir`; IPv6 and netfilter reassembly have fqdirs of
+//!   their own). A raw tracepoint costs nothing to syscalls; it runs for every queued work item, and returns after
+//!   one read for all but these.
+//!
+//! All three records carry `net.ns.inum` and, from 6.18, `net.ns.ns_id`.
 
 use aya_ebpf::{
-    EbpfContext,
+    EbpfContext, Global,
     helpers::{bpf_get_current_comm, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns},
-    macros::{fentry, fexit},
-    programs::{FEntryContext, FExitContext},
+    macros::{fentry, fexit, raw_tracepoint},
+    programs::{FEntryContext, FExitContext, RawTracePointContext},
 };
 use netns_monitor_common::{
     counters::COUNTER_LOST_EVENTS,
@@ -35,11 +49,16 @@ use netns_monitor_common::{
 
 use crate::{
     filter,
-    kernel::Reads,
+    kernel::{Reads, read},
     maps::{EVENTS, count},
+    offset,
     syscalls::function_arg,
     task,
 };
+
+/// Address of `fqdir_work_fn` in the running kernel, from `/proc/kallsyms`; set by userspace at load time.
+#[unsafe(no_mangle)]
+static FQDIR_WORK_FN: Global<u64> = Global::new(0);
 
 /// The highest address an `ERR_PTR` can have is -1; the lowest is -MAX_ERRNO (4095).
 const MAX_ERRNO: u64 = 4095;
@@ -67,6 +86,25 @@ pub fn fentry_netdev_exit(ctx: FEntryContext) -> u32 {
     let net = function_arg(&ctx, 0);
     if net != 0 {
         let event = record(&ctx, KIND_NETNS_DESTROYED, net as *const u8);
+        send(&event);
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "workqueue_queue_work")]
+pub fn netns_exit_queued(ctx: RawTracePointContext) -> i32 {
+    let work: *const u8 = ctx.arg(2);
+    let expected = FQDIR_WORK_FN.load();
+    if expected == 0 || read::<u64>(work, offset!(work_func)) != Some(expected) {
+        return 0;
+    }
+    let fqdir = work.wrapping_sub(offset!(fqdir_destroy_work) as usize);
+    let Some(net) = read::<*const u8>(fqdir, offset!(fqdir_net)) else {
+        return 0;
+    };
+    // Not filtered by process either: this is cleanup_net's worker (see fentry_netdev_exit).
+    if !net.is_null() && read::<*const u8>(net, offset!(net_ipv4_fqdir)) == Some(fqdir) {
+        let event = record(&ctx, KIND_NETNS_DESTROYED, net);
         send(&event);
     }
     0

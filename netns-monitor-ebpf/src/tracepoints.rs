@@ -19,8 +19,9 @@
 //!
 //! Network-namespace creation is reported at the exit, as a second record (`KIND_NETNS_CREATED`) after a
 //! successful unshare/clone/clone3 with `CLONE_NEWNET`: `copy_net_ns` is only reached through these three
-//! syscalls (setns never creates one), so nothing is missed. No tracepoint fires per namespace on teardown, so
-//! destruction is reported by userspace (`netns_monitor::lifecycle`).
+//! syscalls (setns never creates one), so nothing is missed. No syscall tracepoint sees a namespace's teardown:
+//! its destruction comes from `crate::netns::netns_exit_queued`, or, where that cannot be attached, from userspace
+//! (`netns_monitor::lifecycle`).
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use netns_monitor_common::tracepoint::{EXIT_RET, enter_arg};

@@ -71,6 +71,7 @@ pub const CAP_NET_BIND_SERVICE: Capability = Capability(10);
 pub const CAP_NET_BROADCAST: Capability = Capability(11);
 pub const CAP_NET_ADMIN: Capability = Capability(12);
 pub const CAP_SYS_PTRACE: Capability = Capability(19);
+pub const CAP_SYSLOG: Capability = Capability(34);
 pub const CAP_SYS_ADMIN: Capability = Capability(21);
 pub const CAP_SYS_RESOURCE: Capability = Capability(24);
 pub const CAP_PERFMON: Capability = Capability(38);
@@ -166,11 +167,19 @@ pub const AGENT_REQUIRED: &[Need] = &[
     },
 ];
 
-/// Kept when present; without them the agent works with a narrower view, and says so at start.
-pub const AGENT_OPTIONAL: &[Need] = &[Need {
-    cap: CAP_DAC_READ_SEARCH,
-    why: "read /proc/PID/fd of other users' processes, to find namespaces held only by an open file descriptor",
-}];
+/// Kept when present (`CAP_SYSLOG` only for start-up, see [`AGENT_STARTUP_ONLY`]); without them the agent works
+/// with a narrower view, and says so at start.
+pub const AGENT_OPTIONAL: &[Need] = &[
+    Need {
+        cap: CAP_DAC_READ_SEARCH,
+        why: "read /proc/PID/fd of other users' processes, to find namespaces held only by an open file descriptor",
+    },
+    Need {
+        cap: CAP_SYSLOG,
+        why: "read a kernel function's address in /proc/kallsyms for tier 2's namespace-destruction probe, where \
+              fentry is refused (start-up only; without it tier 2 reports destruction from netns ids)",
+    },
+];
 
 /// Used, when held, before anything else and never kept: kernels before 5.11 charge BPF maps to
 /// RLIMIT_MEMLOCK (64 KiB by default there), which the agent raises first (`bpf::memlock`). Where the limit can be
@@ -182,9 +191,10 @@ pub const AGENT_MEMLOCK: Need = Need {
 };
 
 /// Capabilities only start-up needs, dropped once the programs are loaded and the endpoint is bound:
-/// `CAP_PERFMON` (see [`AGENT_REQUIRED`]), `CAP_NET_BIND_SERVICE` (only asked for with a `--listen` port below
-/// 1024), and `CAP_SETPCAP`, kept (when held) only so that the last drop can narrow the bounding set too.
-pub const AGENT_STARTUP_ONLY: &[Capability] = &[CAP_PERFMON, CAP_NET_BIND_SERVICE, CAP_SETPCAP];
+/// `CAP_PERFMON` (see [`AGENT_REQUIRED`]), `CAP_SYSLOG` (see [`AGENT_OPTIONAL`]), `CAP_NET_BIND_SERVICE` (only
+/// asked for with a `--listen` port below 1024), and `CAP_SETPCAP`, kept (when held) only so that the last drop
+/// can narrow the bounding set too.
+pub const AGENT_STARTUP_ONLY: &[Capability] = &[CAP_PERFMON, CAP_SYSLOG, CAP_NET_BIND_SERVICE, CAP_SETPCAP];
 
 /// The calling thread's capability sets and the process's bounding and ambient sets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -86,10 +86,11 @@ impl Drop for Trace {
     }
 }
 
-fn start_trace(binary: &Path, hooks: &str) -> Result<Trace, String> {
+fn start_trace(binary: &Path, hooks: &str, env: &[(&str, &str)]) -> Result<Trace, String> {
     let mut child = Command::new(binary)
         .args(["trace", "--json", "--hooks", hooks])
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -192,7 +193,18 @@ fn clone_and_exit(clone3: bool) {
 /// every one has an end or `deadline` passes. Only an error to start or read the trace is an `Err`; a count that
 /// does not match is in the report (see [`Reported::exact`]).
 pub fn run(binary: &Path, hooks: &str, total: usize, deadline: Duration) -> Result<Reported, String> {
-    let trace = start_trace(binary, hooks)?;
+    run_with_env(binary, hooks, &[], total, deadline)
+}
+
+/// [`run`] with more environment variables for the trace (`NETNS_MONITOR_DESTRUCTION=netns-id`).
+pub fn run_with_env(
+    binary: &Path,
+    hooks: &str,
+    env: &[(&str, &str)],
+    total: usize,
+    deadline: Duration,
+) -> Result<Reported, String> {
+    let trace = start_trace(binary, hooks, env)?;
     let started = Instant::now();
     let (made, pids) = make_namespaces(total);
     let mut created: BTreeMap<u32, usize> = BTreeMap::new();

@@ -125,12 +125,13 @@ impl Metrics {
             opts(
                 "netns_monitor_hook_info",
                 "Kernel hooks carrying the transition and namespace events: tier 1 fentry/fexit (no cost to other \
-                 syscalls, destruction from the kernel), tier 2 syscall tracepoints (destruction from netns ids).",
+                 syscalls), tier 2 syscall tracepoints; destruction from the kernel on both, or from netns ids \
+                 where tier 2's probe is unavailable.",
             ),
             &["tier", "hooks", "destruction", "chosen", "fallback"],
         )
         .map_err(MetricsError)?;
-        let destruction = if hooks.tier.reports_destruction() { "kernel" } else { "netns-id" };
+        let destruction = hooks.destruction.label();
         // A label, not a log: the first line of the refusal, bounded (a verifier log can run to kilobytes).
         let fallback: String =
             hooks.fallback.as_deref().unwrap_or("").lines().next().unwrap_or("").chars().take(200).collect();

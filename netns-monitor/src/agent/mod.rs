@@ -146,7 +146,7 @@ impl Agent {
         let phase = std::time::Instant::now();
         let mut tracker = Tracker::start(&inventory).await?;
         let track_ms = phase.elapsed().as_millis();
-        if probes.hooks.tier.reports_destruction() {
+        if probes.hooks.reports_destruction() {
             tracker.kernel_reports_destruction();
         } else if !tracker.has_handles() {
             tracing::info!(

@@ -5,8 +5,10 @@
 //!   `fexit/copy_net_ns` and `fentry/netdev_exit` for every network namespace's creation and destruction. A
 //!   trampoline runs only when its function is called, so the other syscalls pay nothing.
 //! - **Tier 2, `tracepoint`**: the `syscalls/sys_{enter,exit}_*` tracepoints. Any program there puts every
-//!   syscall of every thread on the traced slow path; destruction comes from userspace (netns ids, and nsfs file
-//!   handles where the kernel has them, see `crate::lifecycle`).
+//!   syscall of every thread on the traced slow path. Destruction comes from the kernel too, from the work the
+//!   IPv4 teardown of every namespace queues (`raw_tracepoint/workqueue_queue_work`, which needs
+//!   `fqdir_work_fn`'s address from `/proc/kallsyms`); where that is hidden (`kptr_restrict`) or refused, from
+//!   userspace (netns ids, and nsfs file handles where the kernel has them, see `crate::lifecycle`).
 //!
 //! `auto` tries tier 1 and falls back to tier 2 when the kernel refuses it (a policy that denies fentry with
 //! EPERM, a kernel without BTF trampolines, a function missing from its BTF, another architecture); the reason is
@@ -82,11 +84,35 @@ impl Tier {
             Tier::Tracepoint => "tracepoint",
         }
     }
+}
 
-    /// Whether the kernel programs report every network namespace's destruction themselves (else userspace
-    /// must, see `crate::lifecycle`).
-    pub fn reports_destruction(self) -> bool {
-        self == Tier::Fentry
+/// Where network namespaces' destructions are reported from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Destruction {
+    /// Tier 1: `fentry/netdev_exit`.
+    NetdevExit,
+    /// Tier 2: the work each namespace's IPv4 teardown queues ([`QUEUED_EXIT`]).
+    QueuedWork,
+    /// Tier 2 without [`QUEUED_EXIT`]: userspace, from netns ids and nsfs file handles (`crate::lifecycle`).
+    NetnsId,
+}
+
+impl Destruction {
+    /// The `destruction` label of `netns_monitor_hook_info`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Destruction::NetdevExit | Destruction::QueuedWork => "kernel",
+            Destruction::NetnsId => "netns-id",
+        }
+    }
+
+    /// The hook, for logs.
+    pub fn hook(self) -> &'static str {
+        match self {
+            Destruction::NetdevExit => "fentry/netdev_exit",
+            Destruction::QueuedWork => "raw_tracepoint/workqueue_queue_work (fqdir_work_fn)",
+            Destruction::NetnsId => "RTM_DELNSID and nsfs file handles (userspace)",
+        }
     }
 }
 
@@ -97,6 +123,23 @@ pub struct HookInfo {
     pub chosen: HookChoice,
     /// Why tier 1 was not used: "forced" or the kernel's refusal, one line.
     pub fallback: Option<String>,
+    pub destruction: Destruction,
+    /// Why tier 2's destruction probe is not used (when it is not), one line.
+    pub destruction_fallback: Option<String>,
+}
+
+impl HookInfo {
+    /// Whether the kernel programs report every network namespace's destruction themselves (else userspace
+    /// must, see `crate::lifecycle`).
+    pub fn reports_destruction(&self) -> bool {
+        self.destruction != Destruction::NetnsId
+    }
+
+    /// The programs to attach, in order: the tier's, after tier 2's destruction probe where it is used.
+    pub fn programs(&self) -> Vec<&'static Spec> {
+        let probe = (self.destruction == Destruction::QueuedWork).then_some(&QUEUED_EXIT);
+        probe.into_iter().chain(self.tier.programs()).collect()
+    }
 }
 
 /// Where a program attaches.
@@ -151,6 +194,13 @@ const fn syscall_tp(program: &'static str) -> Spec {
 }
 
 const FORK: Spec = Spec { program: "sched_process_fork", hook: Hook::RawTracePoint("sched_process_fork") };
+
+/// Tier 2's destruction probe (`netns-monitor-ebpf/src/netns.rs`), attached before the tier's programs for the
+/// reason [`FENTRY`] has `netdev_exit` first.
+pub const QUEUED_EXIT: Spec = Spec { program: "netns_exit_queued", hook: Hook::RawTracePoint("workqueue_queue_work") };
+
+/// The kernel function whose queued work marks a namespace's teardown (see [`QUEUED_EXIT`]).
+pub const QUEUED_EXIT_FUNCTION: &str = "fqdir_work_fn";
 
 /// Tier 2, in attach order: exits and the fork hook before the entries that fill `PENDING`, so no entry is
 /// recorded that nothing would complete.
@@ -209,6 +259,25 @@ mod tests {
             assert_eq!(name.parse::<HookChoice>().unwrap().to_string(), name);
         }
         assert!("kprobe".parse::<HookChoice>().unwrap_err().contains("auto, fentry, tracepoint"));
+    }
+
+    #[test]
+    fn the_destruction_probe_attaches_first_and_only_where_used() {
+        let info = |tier, destruction| HookInfo {
+            tier,
+            chosen: HookChoice::Auto,
+            fallback: None,
+            destruction,
+            destruction_fallback: None,
+        };
+        let names = |info: HookInfo| info.programs().iter().map(|s| s.program).collect::<Vec<_>>();
+        let queued = names(info(Tier::Tracepoint, Destruction::QueuedWork));
+        assert_eq!(queued[0], "netns_exit_queued");
+        assert_eq!(queued[1..], TRACEPOINTS.iter().map(|s| s.program).collect::<Vec<_>>()[..]);
+        assert!(!names(info(Tier::Tracepoint, Destruction::NetnsId)).contains(&"netns_exit_queued"));
+        assert!(!names(info(Tier::Fentry, Destruction::NetdevExit)).contains(&"netns_exit_queued"));
+        assert!(info(Tier::Tracepoint, Destruction::QueuedWork).reports_destruction());
+        assert!(!info(Tier::Tracepoint, Destruction::NetnsId).reports_destruction());
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod btf;
 pub mod format;
 pub mod fs;
 pub mod hooks;
+pub mod kallsyms;
 pub mod memlock;
 pub mod offsets;
 pub mod persist;
@@ -35,8 +36,8 @@ use netns_monitor_common::{
 };
 use tokio::io::unix::AsyncFd;
 
+pub use self::hooks::{Destruction, HookChoice, HookInfo, Tier};
 use self::hooks::{Hook, Spec};
-pub use self::hooks::{HookChoice, HookInfo, Tier};
 use crate::trace::{event::Event, stream::EventStream};
 
 /// The eBPF object, built by build.rs for the BPF target and embedded at compile time.
@@ -357,9 +358,16 @@ impl Probes {
             slot_from_classid: u32::from(!crate::traffic::attach::tcx_available()),
             protocols: u32::from(traffic.protocols),
         };
+        // Only tier 2 uses the address; reading the kernel's symbol table takes tens of milliseconds.
+        let queued_exit = if options.hooks == HookChoice::Fentry {
+            Err("tier 1 forced".to_owned())
+        } else {
+            queued_exit_address(&offsets)
+        };
         let mut loader = EbpfLoader::new();
         loader.default_map_pin_directory(&pin_dir);
         loader.override_global("OFFSETS", &offsets, true);
+        loader.override_global("FQDIR_WORK_FN", queued_exit.as_ref().unwrap_or(&0), true);
         loader.override_global("FILTER_TGID", &filter_tgid, true);
         loader.override_global("TRAFFIC_CONFIG", &traffic_config, true);
         loader.map_max_entries(maps::TRAFFIC, traffic.max_interfaces);
@@ -384,7 +392,7 @@ impl Probes {
             .inspect_err(|err| tracing::warn!(%err, "kernel-side log messages will not be shown"))
             .ok();
         let mut verified = Vec::new();
-        let hooks = choose_tier(&mut ebpf, options.hooks, &offsets, &mut verified)?;
+        let mut hooks = choose_tier(&mut ebpf, options.hooks, &offsets, queued_exit, &mut verified)?;
         match &hooks.fallback {
             None => tracing::info!(tier = 1, "hooks: fentry/fexit on the syscall and namespace functions"),
             Some(reason) => tracing::info!(tier = 2, reason, "hooks: syscall tracepoints (tier 1 not used)"),
@@ -404,8 +412,20 @@ impl Probes {
                 .map_err(|source| BpfError::PinDir { path: transitions_dir.display().to_string(), source })?;
         }
         let mut replaced_links = Vec::new();
-        for spec in hooks.tier.programs() {
-            if let Some(link) = attach(&mut ebpf, spec, pin_links)?
+        for spec in hooks.programs() {
+            let link = match attach(&mut ebpf, spec, pin_links) {
+                Ok(link) => link,
+                Err(err) if spec.program == hooks::QUEUED_EXIT.program => {
+                    // Nothing of the tier is attached yet, so userspace can still take destruction over whole.
+                    let reason = error_chain(&err);
+                    tracing::info!(reason, "namespace destruction from netns ids and nsfs file handles instead");
+                    hooks.destruction = Destruction::NetnsId;
+                    hooks.destruction_fallback = Some(reason);
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            if let Some(link) = link
                 && let Some(old) = persist::pin_replacing(link, &transitions_dir, spec.program)?
             {
                 replaced_links.push(old);
@@ -416,7 +436,7 @@ impl Probes {
         // go on emitting beside this tier's programs.
         if !ephemeral && transitions_dir.is_dir() {
             let programs: Vec<&str> =
-                if pin_links { hooks.tier.programs().iter().map(|spec| spec.program).collect() } else { Vec::new() };
+                if pin_links { hooks.programs().iter().map(|spec| spec.program).collect() } else { Vec::new() };
             replaced_links.extend(persist::remove_stale_links(&transitions_dir, &programs)?);
         }
         let backlog = match replaced_ring {
@@ -618,18 +638,50 @@ fn drain(old: MapData) -> Result<Vec<Event>, BpfError> {
     Ok(events)
 }
 
+/// Set to `netns-id` to make tier 2 leave namespace destruction to userspace (netns ids and nsfs file handles)
+/// even where its kernel probe would work: how the tests reach that path on every kernel.
+pub const DESTRUCTION_ENV: &str = "NETNS_MONITOR_DESTRUCTION";
+
+/// `fqdir_work_fn`'s address for tier 2's destruction probe, or why the probe cannot be used.
+fn queued_exit_address(offsets: &netns_monitor_common::offsets::KernelOffsets) -> Result<u64, String> {
+    use netns_monitor_common::offsets::UNAVAILABLE;
+    if std::env::var(DESTRUCTION_ENV).is_ok_and(|value| value == "netns-id") {
+        return Err(format!("forced ({DESTRUCTION_ENV}=netns-id)"));
+    }
+    let path = [
+        ("work_struct.func", offsets.work_func),
+        ("fqdir.destroy_work", offsets.fqdir_destroy_work),
+        ("fqdir.net", offsets.fqdir_net),
+        ("net.ipv4.fqdir", offsets.net_ipv4_fqdir),
+    ];
+    if let Some((member, _)) = path.iter().find(|(_, offset)| *offset == UNAVAILABLE) {
+        return Err(format!("this kernel's BTF has no {member}"));
+    }
+    kallsyms::function_address(hooks::QUEUED_EXIT_FUNCTION).map_err(|err| error_chain(&err))
+}
+
 /// Loads the programs of the tier `choice` asks for: tier 1 unless told otherwise, tier 2 where tier 1 is forced
-/// off or (with `auto`) refused.
+/// off or (with `auto`) refused. Tier 2 adds its destruction probe where `queued_exit` has the function's
+/// address and the verifier accepts the program.
 fn choose_tier(
     ebpf: &mut Ebpf,
     choice: HookChoice,
     offsets: &netns_monitor_common::offsets::KernelOffsets,
+    queued_exit: Result<u64, String>,
     verified: &mut Vec<Verified>,
 ) -> Result<HookInfo, BpfError> {
     let fallback = match choice {
         HookChoice::Tracepoint => "forced (--hooks tracepoint)".to_owned(),
         HookChoice::Fentry | HookChoice::Auto => match load_tier1(ebpf, offsets, verified) {
-            Ok(()) => return Ok(HookInfo { tier: Tier::Fentry, chosen: choice, fallback: None }),
+            Ok(()) => {
+                return Ok(HookInfo {
+                    tier: Tier::Fentry,
+                    chosen: choice,
+                    fallback: None,
+                    destruction: Destruction::NetdevExit,
+                    destruction_fallback: None,
+                });
+            }
             Err(reason) if choice == HookChoice::Auto => {
                 // What tier 1 loaded must not stay loaded beside tier 2 (the fork hook is in both).
                 for spec in hooks::FENTRY {
@@ -648,7 +700,16 @@ fn choose_tier(
     for spec in hooks::TRACEPOINTS {
         load(ebpf, spec, None, verified)?;
     }
-    Ok(HookInfo { tier: Tier::Tracepoint, chosen: choice, fallback: Some(fallback) })
+    let probe = queued_exit.and_then(|_| load(ebpf, &hooks::QUEUED_EXIT, None, verified).map_err(|e| error_chain(&e)));
+    let (destruction, destruction_fallback) = match probe {
+        Ok(()) => (Destruction::QueuedWork, None),
+        Err(reason) => {
+            tracing::info!(reason, "namespace destruction from netns ids and nsfs file handles (no kernel probe)");
+            (Destruction::NetnsId, Some(reason))
+        }
+    };
+    tracing::debug!(hook = destruction.hook(), "namespace destruction");
+    Ok(HookInfo { tier: Tier::Tracepoint, chosen: choice, fallback: Some(fallback), destruction, destruction_fallback })
 }
 
 /// Loads tier 1; the reason, one line, when the kernel (or this architecture) does not allow it.

@@ -52,6 +52,10 @@ pub fn compute(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         skb_dev: btf.member_offset("sk_buff", "dev")?,
         netdev_net: btf.member_offset("net_device", "nd_net.net")?,
         net_ns_id: optional("net", "ns.ns_id")?,
+        work_func: optional("work_struct", "func")?,
+        fqdir_destroy_work: optional("fqdir", "destroy_work")?,
+        fqdir_net: optional("fqdir", "net")?,
+        net_ipv4_fqdir: optional("net", "ipv4.fqdir")?,
         regs_arg: syscall_registers(btf)?,
         ..KernelOffsets::unavailable()
     };
@@ -104,5 +108,10 @@ mod tests {
         // x86_64 `struct pt_regs`: r15 .. ax, cx, dx, si (13th u64), di (14th); 6.18 has namespace ids.
         assert_eq!(offsets.regs_arg, [112, 104]);
         assert_ne!(offsets.net_ns_id, UNAVAILABLE);
+        // The destruction probe's path (tier 2): work -> fqdir -> net -> net.ipv4.fqdir.
+        assert_eq!(offsets.work_func, 24, "atomic_long_t data, struct list_head entry, then func");
+        for offset in [offsets.fqdir_destroy_work, offsets.fqdir_net, offsets.net_ipv4_fqdir] {
+            assert_ne!(offset, UNAVAILABLE);
+        }
     }
 }

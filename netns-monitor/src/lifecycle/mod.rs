@@ -1,9 +1,11 @@
 //! Network-namespace lifecycle, as seen from userspace.
 //!
-//! Creation is reported by the kernel programs on both hook tiers. Destruction is too on tier 1
-//! (`fentry/netdev_exit`, see `crate::bpf::hooks`); the tracker then keeps netns ids only for what else needs them
-//! (link notifications name namespaces by id) and reports nothing itself ([`Tracker::kernel_reports_destruction`]).
-//! On tier 2 no kernel hook fires per namespace on teardown, so destruction is observed through the kernel's own
+//! Creation is reported by the kernel programs on both hook tiers. Destruction is too, on tier 1
+//! (`fentry/netdev_exit`) and on tier 2 where its probe can be attached (`workqueue_queue_work`, see
+//! `crate::bpf::hooks`); the tracker then keeps netns ids only for what else needs them (link notifications name
+//! namespaces by id) and reports nothing itself ([`Tracker::kernel_reports_destruction`]).
+//! Without a kernel probe (tier 2 where `/proc/kallsyms` hides addresses, or forced with
+//! `NETNS_MONITOR_DESTRUCTION=netns-id`), destruction is observed through the kernel's own
 //! notification: every namespace the [`Tracker`] knows gets a netns id in
 //! the current namespace (lowest free, as `ip netns set NAME auto`), and when a namespace with an id dies the
 //! kernel sends `RTM_DELNSID` to `RTNLGRP_NSID` listeners. No polling; the cost is one id per namespace,

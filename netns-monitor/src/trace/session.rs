@@ -92,7 +92,7 @@ pub async fn run(
     probes.forward_kernel_logs()?;
     let mut events = probes.events()?;
     let mut tracker = Tracker::start(&inventory).await?;
-    if probes.hooks.tier.reports_destruction() {
+    if probes.hooks.reports_destruction() {
         tracker.kernel_reports_destruction();
     }
     let mut names = Names::new(inventory).map_err(TraceError::Names)?;

@@ -70,6 +70,9 @@ pub enum Which {
     Setns,
     /// unshare(CLONE_NEWNET) + exit as fast as possible for a few seconds, agent consuming; lost events.
     Unshare,
+    /// ns of the parent's CPU per fork (clone without namespace flags, which the clone hooks see too), agent
+    /// versus none.
+    Clone,
     /// /metrics scrape latency (p50/p99) and agent RSS with N namespaces, each with a veth pair.
     Scrape(scale::ScrapeArgs),
     /// `netns-monitor list` versus `lsns -t net` with N namespaces.
@@ -149,6 +152,7 @@ fn run(ctx: &mut Ctx, args: &BenchArgs) -> anyhow::Result<()> {
         Some(Which::Getpid) => syscalls::getpid(ctx),
         Some(Which::Setns) => syscalls::setns(ctx),
         Some(Which::Unshare) => syscalls::unshare(ctx),
+        Some(Which::Clone) => syscalls::clone(ctx),
         Some(Which::Scrape(scrape)) => {
             for n in scrape.counts(large) {
                 scale::run(ctx, n, scale::Parts { scrape: true, list: false })?;
@@ -173,6 +177,7 @@ fn suite(ctx: &mut Ctx, large: bool) -> anyhow::Result<()> {
         ("getpid", Box::new(syscalls::getpid)),
         ("setns", Box::new(syscalls::setns)),
         ("unshare", Box::new(syscalls::unshare)),
+        ("clone", Box::new(syscalls::clone)),
         ("scale 1000", Box::new(move |ctx| scale::run(ctx, 1000, both))),
     ];
     if large {

@@ -188,6 +188,83 @@ pub fn getpid(ctx: &mut Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// ns of the parent's thread CPU time per clone(SIGCHLD) of a child that exits at once, over `calls` forks on a
+/// thread pinned to the last CPU: the clone call itself, where the hooks run, not the child's life or the wait.
+fn fork_ns(calls: u64) -> anyhow::Result<f64> {
+    let cpu = std::thread::available_parallelism().map_or(1, usize::from) - 1;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            pin_to(cpu)?;
+            let mut spent = Duration::ZERO;
+            for _ in 0..calls {
+                let start = thread_cpu_time();
+                // SAFETY: clone with newsp 0 behaves like fork (x86_64: flags, newsp, parent_tid, child_tid, tls).
+                let child = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as u64, 0, 0, 0, 0) };
+                if child == 0 {
+                    // SAFETY: the child of a multi-threaded process only calls _exit.
+                    unsafe { libc::_exit(0) };
+                }
+                spent += thread_cpu_time() - start;
+                if child < 0 {
+                    bail!("clone: {}", std::io::Error::last_os_error());
+                }
+                // SAFETY: reaps the child just made.
+                unsafe { libc::waitpid(child as i32, std::ptr::null_mut(), 0) };
+            }
+            Ok(spent.as_nanos() as f64 / calls as f64)
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// What one fork costs its parent with the agent running (`auto` tier) versus none, interleaved. Every clone
+/// runs the clone hooks (tier 1's fentry/fexit on `__x64_sys_clone`, tier 2's tracepoints), which return at once
+/// for calls without `CLONE_NEW*` flags; tier 2 also pays the syscall slow path of every syscall.
+pub fn clone(ctx: &mut Ctx) -> anyhow::Result<()> {
+    let rounds = ctx.rounds(5);
+    let calls = 5_000;
+    let (mut none, mut with) = (Vec::new(), Vec::new());
+    let mut tier = 0;
+    for round in 0..rounds {
+        for attached in if round % 2 == 0 { [false, true] } else { [true, false] } {
+            fixture::check()?;
+            if attached {
+                let agent = Agent::start_with(&ctx.binary, Duration::from_secs(120), &[])?;
+                tier = agent.tier()?;
+                let value = fork_ns(calls);
+                agent.stop()?;
+                with.push(value?);
+            } else {
+                none.push(fork_ns(calls)?);
+            }
+        }
+        eprintln!(
+            "[bench]   round {}/{rounds}: none {:.0}, agent (tier {tier}) {:.0} ns/fork",
+            round + 1,
+            none.last().unwrap(),
+            with.last().unwrap()
+        );
+    }
+    let (w, n) = (median(&with), median(&none));
+    ctx.report.push(
+        Row::new(
+            "clone",
+            format!(
+                "Parent's thread CPU time per clone(SIGCHLD) (a fork whose child exits at once), {calls} forks on \
+                 one pinned core, with the agent running (tier {tier} here) versus no programs; median of {rounds} \
+                 interleaved runs"
+            ),
+            "ns/call",
+            w,
+        )
+        .baseline(n)
+        .samples(&with, &none)
+        .note(format!("tier {tier}: {:+.0} ns per fork (x{:.3})", w - n, w / n)),
+    );
+    Ok(())
+}
+
 /// A new anonymous network namespace, held by the returned fd.
 fn anonymous_netns() -> anyhow::Result<File> {
     std::thread::spawn(|| {
