@@ -24,6 +24,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
 #[map]
 pub static PENDING: LruHashMap<u32, TransitionEvent> = LruHashMap::with_max_entries(16 * 1024, 0);
 
+/// With a process filter (`FILTER_TGID`): the network namespaces that process made, by inode, so that their
+/// destructions (which run in a kernel worker, no caller to filter on) pass the filter and no other does. LRU so
+/// that a namespace whose end was never seen (made while no program was attached) cannot leak a slot.
+#[map]
+pub static FILTERED_NETNS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16 * 1024, 0);
+
 /// Self-observation counters, per CPU so the hot path never shares a cache line; indexes in
 /// `netns_monitor_common::counters`.
 #[map]

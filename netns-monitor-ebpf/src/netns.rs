@@ -75,18 +75,19 @@ pub fn fexit_copy_net_ns(ctx: FExitContext) -> u32 {
     event.flags = flags;
     event.new_ns[NS_NET] = event.old_ns[NS_NET];
     event.old_ns[NS_NET] = 0;
+    filter::created(event.new_ns[NS_NET]);
     send(&event);
     0
 }
 
 #[fentry(function = "netdev_exit")]
 pub fn fentry_netdev_exit(ctx: FEntryContext) -> u32 {
-    // Not filtered by process: this runs in a kernel worker, and userspace keeps the destructions of the
-    // namespaces whose creations it kept (`trace --pid`).
+    // Not filtered by the caller: this runs in a kernel worker. A process filter keeps the namespaces its
+    // process made ([`filter::destruction_wanted`]), and userspace keeps the destructions of the namespaces
+    // whose creations it kept (`trace --pid`).
     let net = function_arg(&ctx, 0);
     if net != 0 {
-        let event = record(&ctx, KIND_NETNS_DESTROYED, net as *const u8);
-        send(&event);
+        destroyed(&ctx, net as *const u8);
     }
     0
 }
@@ -102,17 +103,25 @@ pub fn netns_exit_queued(ctx: RawTracePointContext) -> i32 {
     let Some(net) = read::<*const u8>(fqdir, offset!(fqdir_net)) else {
         return 0;
     };
-    // Not filtered by process either: this is cleanup_net's worker (see fentry_netdev_exit).
+    // Filtered as fentry_netdev_exit: this is cleanup_net's worker.
     if !net.is_null() && read::<*const u8>(net, offset!(net_ipv4_fqdir)) == Some(fqdir) {
-        let event = record(&ctx, KIND_NETNS_DESTROYED, net);
-        send(&event);
+        destroyed(&ctx, net);
     }
     0
 }
 
+/// Reports the destruction of `net`, if it passes the process filter.
+#[inline(always)]
+fn destroyed<C: EbpfContext>(ctx: &C, net: *const u8) {
+    let event = record(ctx, KIND_NETNS_DESTROYED, net);
+    if filter::destruction_wanted(event.old_ns[NS_NET]) {
+        send(&event);
+    }
+}
+
 /// A lifecycle record for namespace `net` with the current task as the caller, the inode in `old_ns`.
 #[inline(always)]
-fn record<C: EbpfContext>(ctx: &C, kind: u32, net: *const u8) -> TransitionEvent {
+pub fn record<C: EbpfContext>(ctx: &C, kind: u32, net: *const u8) -> TransitionEvent {
     let mut event = TransitionEvent::zeroed();
     event.kind = kind;
     event.syscall = SYSCALL_NONE;
@@ -132,7 +141,7 @@ fn record<C: EbpfContext>(ctx: &C, kind: u32, net: *const u8) -> TransitionEvent
 }
 
 #[inline(always)]
-fn send(event: &TransitionEvent) {
+pub fn send(event: &TransitionEvent) {
     if EVENTS.output::<TransitionEvent>(event, 0).is_err() {
         count(COUNTER_LOST_EVENTS);
     }

@@ -65,13 +65,13 @@ pub fn fentry_unshare(ctx: FEntryContext) -> u32 {
 
 #[fentry(function = "__x64_sys_clone")]
 pub fn fentry_clone(ctx: FEntryContext) -> u32 {
-    transitions::enter_clone(&ctx, syscall_arg(&ctx, 0));
+    transitions::enter_clone(&ctx, syscall_arg(&ctx, 0), Creation::Elsewhere);
     0
 }
 
 #[fentry(function = "__x64_sys_clone3")]
 pub fn fentry_clone3(ctx: FEntryContext) -> u32 {
-    transitions::enter_clone3(&ctx, syscall_arg(&ctx, 0), syscall_arg(&ctx, 1));
+    transitions::enter_clone3(&ctx, syscall_arg(&ctx, 0), syscall_arg(&ctx, 1), Creation::Elsewhere);
     0
 }
 

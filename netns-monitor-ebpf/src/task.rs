@@ -95,6 +95,16 @@ pub fn net_cookie(task: *const u8) -> u64 {
     cookie
 }
 
+/// `task->nsproxy->net_ns`, null when it cannot be read.
+#[inline(always)]
+pub fn net(task: *const u8) -> *const u8 {
+    let mut reads = Reads::new();
+    let nsproxy = reads.get::<*const u8>(task, offset!(task_nsproxy));
+    let net = reads.get::<*const u8>(nsproxy, offset!(nsproxy_member[NS_NET]));
+    reads.finish();
+    net
+}
+
 /// `net->ns.ns_id`, 0 where the kernel has none. Not a read error on kernels before 6.18, which lack the field.
 #[inline(always)]
 pub fn net_ns_id(net: *const u8, reads: &mut Reads) -> u64 {

@@ -17,9 +17,10 @@
 //! sys_exit_*:        long ret @16
 //! ```
 //!
-//! Network-namespace creation is reported at the exit, as a second record (`KIND_NETNS_CREATED`) after a
-//! successful unshare/clone/clone3 with `CLONE_NEWNET`: `copy_net_ns` is only reached through these three
-//! syscalls (setns never creates one), so nothing is missed. No syscall tracepoint sees a namespace's teardown:
+//! Network-namespace creation is reported as a record of its own (`KIND_NETNS_CREATED`): after a successful
+//! unshare with `CLONE_NEWNET` at its exit, and for clone/clone3 from the fork hook before the child runs
+//! (`crate::transitions::sched_process_fork`). `copy_net_ns` is only reached through these three syscalls
+//! (setns never creates one), so nothing is missed. No syscall tracepoint sees a namespace's teardown:
 //! its destruction comes from `crate::netns::netns_exit_queued`, or, where that cannot be attached, from userspace
 //! (`netns_monitor::lifecycle`).
 
@@ -41,7 +42,7 @@ fn arg(ctx: &TracePointContext, n: usize) -> Option<u64> {
 fn exit(ctx: &TracePointContext) {
     // SAFETY: offset 16 is the `ret` slot of every sys_exit_* record.
     let ret = unsafe { ctx.read_at::<i64>(EXIT_RET) }.unwrap_or(0);
-    transitions::exit(ctx, ret, Creation::AtExit);
+    transitions::exit(ctx, ret, Creation::Here);
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_setns")]
@@ -63,7 +64,7 @@ pub fn sys_enter_unshare(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "syscalls", name = "sys_enter_clone")]
 pub fn sys_enter_clone(ctx: TracePointContext) -> u32 {
     if let Some(flags) = arg(&ctx, 0) {
-        transitions::enter_clone(&ctx, flags);
+        transitions::enter_clone(&ctx, flags, Creation::Here);
     }
     0
 }
@@ -71,7 +72,7 @@ pub fn sys_enter_clone(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "syscalls", name = "sys_enter_clone3")]
 pub fn sys_enter_clone3(ctx: TracePointContext) -> u32 {
     if let (Some(uargs), Some(size)) = (arg(&ctx, 0), arg(&ctx, 1)) {
-        transitions::enter_clone3(&ctx, uargs, size);
+        transitions::enter_clone3(&ctx, uargs, size, Creation::Here);
     }
     0
 }

@@ -37,39 +37,50 @@ use crate::{
     task,
 };
 
+/// Set in a pending clone's `changed` (which the exit recomputes before sending) when the tier reports
+/// creations itself ([`Creation::Here`]): the fork hook then reports the child's new network namespace.
+const CREATION_AT_FORK: u32 = 1 << 31;
+
 /// Entry of setns(fd, nstype): every call is a transition attempt, including nstype 0 (any type) and failed
 /// ones.
 #[inline(always)]
 pub fn enter_setns<C: EbpfContext>(ctx: &C, fd: u64, nstype: u64) {
-    record_enter(ctx, SYSCALL_SETNS, nstype & 0xffff_ffff, fd as i32);
+    record_enter(ctx, SYSCALL_SETNS, nstype & 0xffff_ffff, fd as i32, 0);
 }
 
 /// Entry of unshare(flags): only calls that make a namespace are remembered.
 #[inline(always)]
 pub fn enter_unshare<C: EbpfContext>(ctx: &C, flags: u64) {
     if flags & CLONE_NEW_MASK != 0 {
-        record_enter(ctx, SYSCALL_UNSHARE, flags, -1);
+        record_enter(ctx, SYSCALL_UNSHARE, flags, -1, 0);
     }
 }
 
 /// Entry of clone(flags, ...): only calls that make a namespace are remembered.
 #[inline(always)]
-pub fn enter_clone<C: EbpfContext>(ctx: &C, flags: u64) {
+pub fn enter_clone<C: EbpfContext>(ctx: &C, flags: u64, creation: Creation) {
     if flags & CLONE_NEW_MASK_CLONE != 0 {
-        record_enter(ctx, SYSCALL_CLONE, flags, -1);
+        record_enter(ctx, SYSCALL_CLONE, flags, -1, fork_mark(creation));
     }
+}
+
+#[inline(always)]
+fn fork_mark(creation: Creation) -> u32 {
+    if creation == Creation::Here { CREATION_AT_FORK } else { 0 }
 }
 
 /// Entry of clone3(uargs, size): the flags are the first u64 of the caller's `struct clone_args`.
 #[inline(always)]
-pub fn enter_clone3<C: EbpfContext>(ctx: &C, uargs: u64, size: u64) {
+pub fn enter_clone3<C: EbpfContext>(ctx: &C, uargs: u64, size: u64, creation: Creation) {
     if size < 8 {
         // The kernel rejects it with EINVAL before looking at any flag; nothing to report.
         return;
     }
     // SAFETY: `uargs` is the user pointer the caller passed; bpf_probe_read_user validates it.
     match unsafe { bpf_probe_read_user(uargs as *const u64) } {
-        Ok(flags) if flags & CLONE_NEW_MASK != 0 => record_enter(ctx, SYSCALL_CLONE3, flags, -1),
+        Ok(flags) if flags & CLONE_NEW_MASK != 0 => {
+            record_enter(ctx, SYSCALL_CLONE3, flags, -1, fork_mark(creation));
+        }
         Ok(_) => {}
         // A bad pointer: the kernel fails the call with EFAULT; count that we could not look.
         Err(_) => count(COUNTER_READ_ERRORS),
@@ -92,14 +103,27 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
         task::namespaces(child, &mut pending.new_ns);
         if pending.flags & CLONE_NEWNET != 0 {
             pending.net_cookie = task::net_cookie(child);
+            // Here, before kernel_clone wakes the child: the child cannot exit, and its namespace cannot be
+            // torn down and reported destroyed, before this record is in the ring buffer. From the syscall's
+            // exit it could (a parent preempted for longer than the child's life and a grace period).
+            if pending.changed & CREATION_AT_FORK != 0 {
+                let mut event = crate::netns::record(&ctx, KIND_NETNS_CREATED, task::net(child));
+                event.flags = pending.flags;
+                event.new_ns[NS_NET] = event.old_ns[NS_NET];
+                event.old_ns[NS_NET] = 0;
+                event.child_pid = pending.child_pid;
+                event.child_tid = pending.child_tid;
+                filter::created(event.new_ns[NS_NET]);
+                crate::netns::send(&event);
+            }
         }
     }
     0
 }
 
-/// Remembers the caller and its namespaces before the call.
+/// Remembers the caller and its namespaces before the call; `mark` goes into `changed` until the exit.
 #[inline(always)]
-fn record_enter<C: EbpfContext>(ctx: &C, syscall: u32, flags: u64, fd: i32) {
+fn record_enter<C: EbpfContext>(ctx: &C, syscall: u32, flags: u64, fd: i32, mark: u32) {
     if !filter::wanted(ctx) {
         return;
     }
@@ -109,6 +133,7 @@ fn record_enter<C: EbpfContext>(ctx: &C, syscall: u32, flags: u64, fd: i32) {
     event.syscall = syscall;
     event.flags = flags;
     event.fd = fd;
+    event.changed = mark;
     event.pid = ctx.tgid();
     event.tid = ctx.pid();
     event.ppid = task::tgid(task::real_parent(current));
@@ -133,8 +158,9 @@ fn record_enter<C: EbpfContext>(ctx: &C, syscall: u32, flags: u64, fd: i32) {
 /// Where a tier learns that a network namespace was made.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Creation {
-    /// From the syscall's exit (tier 2): a successful unshare/clone/clone3 with `CLONE_NEWNET` made one.
-    AtExit,
+    /// From the syscall hooks (tier 2): a successful unshare with `CLONE_NEWNET` at its exit, a clone/clone3 at
+    /// the fork hook, before the child runs.
+    Here,
     /// From `copy_net_ns` itself (tier 1, [`crate::netns`]); the exit reports only the transition.
     Elsewhere,
 }
@@ -166,7 +192,9 @@ pub fn exit<C: EbpfContext>(ctx: &C, ret: i64, creation: Creation) {
         count(COUNTER_LOST_EVENTS);
     }
     raise_to(COUNTER_RINGBUF_HIGH_WATER, EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)));
-    let created = creation == Creation::AtExit
+    // A clone's namespace was reported by the fork hook (a clone has a child exactly when it succeeded).
+    let created = creation == Creation::Here
+        && pending.child_tid == 0
         && pending.syscall != SYSCALL_SETNS
         && pending.flags & CLONE_NEWNET != 0
         && pending.ret >= 0
@@ -180,8 +208,8 @@ pub fn exit<C: EbpfContext>(ctx: &C, ret: i64, creation: Creation) {
         pending.new_ns = [0; NS_COUNT];
         pending.new_ns[NS_NET] = new_net;
         pending.changed = 1 << NS_NET;
-        pending.net_cookie =
-            if pending.child_tid == 0 { task::net_cookie(task::current()) } else { pending.net_cookie };
+        pending.net_cookie = task::net_cookie(task::current());
+        filter::created(new_net);
         let sent = EVENTS.output::<TransitionEvent>(&*pending, 0);
         if sent.is_err() {
             count(COUNTER_LOST_EVENTS);

@@ -49,6 +49,8 @@ pub mod maps {
     pub const COUNTERS: &str = "COUNTERS";
     /// Calls between their enter and exit, keyed by thread id.
     pub const PENDING: &str = "PENDING";
+    /// With `--filter-pid`: the network namespaces the filtered process made, whose ends pass the filter.
+    pub const FILTERED_NETNS: &str = "FILTERED_NETNS";
     /// Per-CPU counters per interface slot; pinned by name under the pin directory, so counting survives agent
     /// restarts.
     pub const TRAFFIC: &str = "TRAFFIC";

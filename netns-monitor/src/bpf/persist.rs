@@ -51,7 +51,7 @@ use super::{BpfError, maps};
 pub const TRANSITIONS_DIR: &str = "transitions";
 
 /// The maps every generation of the transition programs shares, pinned by name in the pin directory.
-pub const SHARED_MAPS: [&str; 3] = [maps::EVENTS, maps::COUNTERS, maps::PENDING];
+pub const SHARED_MAPS: [&str; 4] = [maps::EVENTS, maps::COUNTERS, maps::PENDING, maps::FILTERED_NETNS];
 
 /// The shape a pinned map must have to be shared with this build's programs.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -79,6 +79,7 @@ pub fn expected_shape(name: &str, ring_buffer_bytes: u32) -> Option<MapShape> {
             value_size: size_of::<TransitionEvent>() as u32,
             max_entries: None,
         },
+        maps::FILTERED_NETNS => MapShape { map_type: MapType::LruHash, key_size: 4, value_size: 1, max_entries: None },
         _ => return None,
     };
     Some(shape)
@@ -160,6 +161,7 @@ pub fn expected_traffic_shape(name: &str, traffic: &super::TrafficOptions) -> Op
         maps::TRAFFIC_PROTOCOLS => array(size_of::<ProtocolCounters>(), traffic.protocol_entries()),
         maps::TRAFFIC_SLOTS => hash(size_of::<u32>()),
         maps::TRAFFIC_BASE => hash(size_of::<TrafficBase>()),
+        maps::FILTERED_NETNS => MapShape { map_type: MapType::LruHash, key_size: 4, value_size: 1, max_entries: None },
         _ => return None,
     };
     Some(shape)
