@@ -18,6 +18,7 @@ pub mod collector;
 pub mod config;
 pub mod process;
 pub mod topology;
+pub mod unload;
 
 use std::{
     collections::HashMap,
@@ -283,9 +284,20 @@ impl Agent {
             }
         }
         let what = if crate::traffic::attach::tcx_available() { "pinned TCX links" } else { "clsact/cls_bpf filters" };
+        let (pinned, pin_dir) = {
+            let probes = self.probes.lock().unwrap_or_else(|p| p.into_inner());
+            (probes.pins_transitions(), probes.pin_dir.clone())
+        };
+        let transitions = if pinned {
+            "the transition programs stay attached (pinned) and queue events for the next agent"
+        } else {
+            "the transition programs stop (this kernel cannot pin their links)"
+        };
         tracing::info!(
             interfaces = self.attachments.attached().len(),
-            "shutting down; the classifiers stay attached as {what} and keep counting"
+            pin_dir = %pin_dir.display(),
+            "shutting down; the classifiers stay attached as {what} and keep counting, {transitions}; \
+             `netns-monitor unload` takes everything down"
         );
         Ok(())
     }

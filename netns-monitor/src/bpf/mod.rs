@@ -301,6 +301,8 @@ pub struct Probes {
     pub verified: Vec<Verified>,
     /// The hook tier in use.
     pub hooks: HookInfo,
+    /// Whether the transition links are pinned (they then outlive this process).
+    pinned_transitions: bool,
 }
 
 /// What a load took over from the programs and maps a previous agent left pinned.
@@ -483,7 +485,13 @@ impl Probes {
             adopted,
             verified,
             hooks,
+            pinned_transitions: pin_links,
         })
+    }
+
+    /// Whether the transition programs stay attached after this process (pinned links).
+    pub fn pins_transitions(&self) -> bool {
+        self.pinned_transitions
     }
 
     /// The loaded classifier for `direction`, to attach to interfaces.

@@ -11,6 +11,7 @@ mod run;
 mod stats;
 mod table;
 mod trace;
+mod unload;
 
 use std::process::ExitCode;
 
@@ -44,6 +45,12 @@ pub enum Command {
     /// Per-namespace traffic counted by the agent's classifiers, read from the pinned maps (no Prometheus
     /// needed). Counters keep counting while the agent is down.
     Stats(stats::StatsArgs),
+    /// Detach and unpin everything a stopped agent left running: its transition programs, its classifiers
+    /// (TCX links, or clsact/cls_bpf filters in every namespace) and its pinned maps, with a summary.
+    ///
+    /// The agent's programs outlive it on purpose (a restart loses nothing), and keep costing: tier 2's
+    /// tracepoints slow every syscall. Refused while an agent runs on the pin directory (exit 1). Needs root.
+    Unload(unload::UnloadArgs),
     /// Create a named network namespace (under /run/netns, as `ip netns add`) and bring its `lo` up.
     Add(netns::AddArgs),
     /// Delete a named namespace (or all with --all), with its nat/forward rules.
@@ -104,6 +111,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args),
         Command::Trace(args) => runtime()?.block_on(trace::run(args)),
         Command::Stats(args) => stats::stats(args),
+        Command::Unload(args) => unload::unload(args),
         Command::Add(args) => netns::add(args),
         Command::Del(args) => netns::del(args),
         Command::List(args) => list::list(args),

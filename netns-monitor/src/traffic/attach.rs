@@ -44,6 +44,9 @@ use crate::{
     manage::rtnl::Within,
 };
 
+/// Where the classifiers' TCX links are pinned, under the pin directory.
+pub const LINKS_DIR: &str = "links";
+
 /// An interface with both classifiers attached.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attached {
@@ -90,7 +93,7 @@ fn order(direction: Direction) -> LinkOrder {
 impl Attachments {
     /// Opens the pinned traffic map and the links directory of `probes`.
     pub fn new(probes: &Probes) -> Result<Self, TrafficError> {
-        let links_dir = probes.pin_dir.join("links");
+        let links_dir = probes.pin_dir.join(LINKS_DIR);
         std::fs::create_dir_all(&links_dir)
             .map_err(|source| TrafficError::Pin { path: links_dir.display().to_string(), source })?;
         Ok(Self { map: TrafficMap::open(&probes.pin_dir)?, links_dir, attached: BTreeMap::new() })
@@ -309,7 +312,7 @@ fn remove_pin(path: &Path) -> Result<(), TrafficError> {
 
 /// Detaches the link pinned at `path` from its device now (`BPF_OBJ_GET`, then `BPF_LINK_DETACH`, Linux 5.9;
 /// TCX links implement it). Best effort: a link whose device is gone is detached already.
-fn detach_pinned(path: &Path) {
+pub fn detach_pinned(path: &Path) {
     const BPF_OBJ_GET: libc::c_long = 7;
     const BPF_LINK_DETACH: libc::c_long = 34;
     let Ok(path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return };
@@ -369,6 +372,22 @@ fn attach_one(
         .map_err(|err| aya::programs::ProgramError::IOError(io::Error::other(err)))?;
     link.pin(pin).map_err(|err| aya::programs::ProgramError::IOError(io::Error::other(err)))?;
     Ok(true)
+}
+
+/// Runs inside the interface's namespace: deletes the cls_bpf filters an agent left at our place
+/// ([`legacy_priority`], [`LEGACY_HANDLE`]) on interface `name`, both directions; returns how many there were.
+/// The clsact qdisc stays: it may be someone else's too.
+pub fn remove_legacy_filters(name: &str) -> usize {
+    use aya::programs::links::Link as _;
+    Direction::BOTH
+        .into_iter()
+        .filter(|direction| {
+            let (attach_type, priority) = (tc_type(*direction), legacy_priority(*direction));
+            // ENOENT (no filter there) and EINVAL (no clsact qdisc) both mean none of ours.
+            SchedClassifierLink::attached(name, attach_type, priority, LEGACY_HANDLE, None)
+                .is_ok_and(|link| link.detach().is_ok())
+        })
+        .count()
 }
 
 /// Set to `clsact` to use the clsact/cls_bpf path on a kernel that has TCX: the path kernels before 6.6 take,
