@@ -252,3 +252,27 @@ fn list_reads_many_namespaces_as_the_kernel_shows_them() {
         .filter(|n| n.as_str().is_some_and(|n| n.starts_with(&format!("nmh{tag}x"))));
     assert_eq!(host_ends.count(), 50, "every host end of a pair is in the host's interfaces");
 }
+
+/// A namespace held only by an open file descriptor (here this test's own, after the thread that made it is
+/// gone) is a namespace too: `list` shows it by default, as `fd` with its holder, and only `--no-fds` skips the
+/// walk that finds it.
+#[test]
+fn fd_held_namespace_is_listed_by_default() {
+    require_root();
+    let _turn = one_at_a_time();
+    let held = std::thread::spawn(|| {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+        std::fs::File::open("/proc/thread-self/ns/net").expect("open own netns")
+    })
+    .join()
+    .unwrap();
+    let held_inode = inode(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&held)));
+    let entry = list_entry(held_inode);
+    assert_eq!(entry["source"], "fd", "{entry:#}");
+    assert!(entry["fd_holders"].as_array().unwrap().contains(&std::process::id().into()), "{entry:#}");
+    let table = ok(&["list"]);
+    assert!(table.lines().any(|l| l.starts_with(&held_inode.to_string())), "the table shows it too:\n{table}");
+    let skipped: Value = serde_json::from_str(&ok(&["list", "--json", "--no-fds"])).unwrap();
+    assert!(!skipped.as_array().unwrap().iter().any(|ns| ns["inode"] == held_inode), "--no-fds skips the walk");
+    drop(held);
+}

@@ -257,3 +257,49 @@ async fn the_agents_own_setns_is_hidden_unless_asked_for() {
     let agents: Vec<&Value> = printed.iter().filter(|event| event["pid"] == agent_pid).collect();
     assert!(agents.is_empty(), "the agent's setns calls are hidden by default: {agents:#?}");
 }
+
+/// A call that changes four namespace types is four table lines, one per type, each under the header's TYPE and
+/// OLD -> NEW columns, and none wider than a single-type row (one line of 392 characters before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_changing_several_types_is_one_aligned_line_per_type() {
+    require_root();
+    let trace = TraceProcess::start(&["--comm", "nsmt-wide", "--syscall", "unshare", "--count", "1"]).await;
+    let flags =
+        CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWCGROUP;
+    let (before, after) = std::thread::Builder::new()
+        .name("nsmt-wide".into())
+        .spawn(move || {
+            let before = ["net", "uts", "ipc", "cgroup"].map(|t| inode(format!("/proc/thread-self/ns/{t}")));
+            unshare(flags).expect("unshare four types");
+            (before, ["net", "uts", "ipc", "cgroup"].map(|t| inode(format!("/proc/thread-self/ns/{t}"))))
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    let (lines, status) = trace.finish(DEADLINE).await;
+    assert!(status.success(), "trace exited with {status}");
+    let header = &lines[0];
+    let (type_at, moves_at) = (header.find("TYPE").unwrap(), header.find("OLD -> NEW").unwrap());
+    let first = lines.iter().position(|l| l.contains(" unshare ")).unwrap_or_else(|| panic!("no unshare: {lines:#?}"));
+    let rows = &lines[first..first + 4];
+    let mut shown = Vec::new();
+    for (index, row) in rows.iter().enumerate() {
+        assert!(row.len() <= 150, "row {index} is {} characters: {row:?}", row.len());
+        if index > 0 {
+            assert!(row[..type_at].trim().is_empty(), "a continuation line has only TYPE and OLD -> NEW: {row:?}");
+        }
+        let kind = row[type_at..moves_at].trim().to_owned();
+        let moved = row[moves_at..].split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+        shown.push((kind, moved));
+    }
+    shown.sort();
+    let mut expected: Vec<(String, String)> = ["net", "uts", "ipc", "cgroup"]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| ((*t).to_owned(), format!("{} -> {}", before[i], after[i])))
+        .collect();
+    expected.sort();
+    // A net inode may carry its name in parentheses; these are anonymous.
+    assert_eq!(shown, expected, "{lines:#?}");
+    assert!(rows[0].trim_end().ends_with("ok"), "the result is on the first line: {:?}", rows[0]);
+}

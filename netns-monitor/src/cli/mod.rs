@@ -55,7 +55,8 @@ pub enum Command {
     Add(netns::AddArgs),
     /// Delete a named namespace (or all with --all), with its nat/forward rules.
     Del(netns::DelArgs),
-    /// List every network namespace: named, bind-mounted (Docker, CNI) and held only by processes.
+    /// List every network namespace: named, bind-mounted (Docker, CNI), held only by processes, or only by an
+    /// open file descriptor.
     ///
     /// Columns: INODE (the identity), NSID (as seen from the current namespace), NAMES (/run/netns names, else
     /// bind-mount paths), PROCS, INTERFACES (count), SOURCE (named, bind-mount, process, fd) and CONTAINER

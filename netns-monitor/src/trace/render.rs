@@ -138,12 +138,13 @@ fn write_row(out: &mut impl Write, event: &Event, names: &mut Names, clock: &Clo
         .map(|&t| {
             let (old, new) = event.ns(t);
             let net = t == NsType::Net;
-            let prefix = if types.len() > 1 { format!("{}:", t.proc_name()) } else { String::new() };
-            format!("{prefix}{} -> {}", labelled(old, names, net), labelled(new, names, net))
+            format!("{} -> {}", labelled(old, names, net), labelled(new, names, net))
         })
         .collect();
     let pid = if event.is_end() { "-".to_owned() } else { event.pid.to_string() };
     let comm = if event.comm.is_empty() { "-" } else { &event.comm };
+    // One line per namespace type that changed, the call's columns on the first only: a call that changes
+    // several types (clone with five CLONE_NEW* flags) stays as narrow as one that changes one, and aligned.
     writeln!(
         out,
         "{:<15} {:>7} {:<16} {:<15} {:<12} {:<56} {}",
@@ -151,10 +152,14 @@ fn write_row(out: &mut impl Write, event: &Event, names: &mut Names, clock: &Clo
         pid,
         comm,
         kind_name(event),
-        if type_names.is_empty() { "-".to_owned() } else { type_names.join(",") },
-        moves.join("; "),
+        type_names.first().copied().unwrap_or("-"),
+        moves.first().map_or("-", String::as_str),
         result(event)
-    )
+    )?;
+    for (name, moved) in type_names.iter().zip(&moves).skip(1) {
+        writeln!(out, "{:<15} {:>7} {:<16} {:<15} {name:<12} {moved}", "", "", "", "")?;
+    }
+    Ok(())
 }
 
 /// One namespace type's inodes in the JSON output.
