@@ -601,3 +601,31 @@ fn name_containers_refuses_to_start_where_it_cannot_keep_names() {
     }
     assert!(!pins.path.exists(), "nothing was loaded or pinned before the refusal");
 }
+
+/// Without root (here: uid `nobody` with no capabilities, through `setpriv`), every verb that needs privileges
+/// says so and which capabilities it lacks, exits 1, and does nothing: before, `list` printed one namespace with
+/// wrong process counts and exit 0, `add` a bare EPERM, and `stats` told the user to start the agent.
+#[test]
+fn without_root_each_verb_says_what_it_needs_and_does_nothing() {
+    require_root();
+    let name = unique_name("nsm-noroot");
+    let _guard = netns::NetnsGuard::new(&name);
+    let cli = netns::cli_path();
+    let verbs: [&[&str]; 6] =
+        [&["list"], &["pids", "x"], &["add", &name], &["stats"], &["trace", "--count", "1"], &["unload"]];
+    for args in verbs {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+            .arg(&cli)
+            .args(args)
+            .current_dir("/")
+            .output()
+            .expect("run setpriv");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(&format!("`{}` needs root (or CAP_", args[0])), "{args:?}: {stderr}");
+        assert!(stderr.contains("this process lacks CAP_"), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?} printed nothing: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    assert!(!Path::new("/run/netns").join(&name).exists(), "add made nothing");
+}

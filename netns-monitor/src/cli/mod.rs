@@ -18,6 +18,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 pub use run::DEFAULT_LISTEN;
 
+use crate::privileges::Capability;
+
 /// Manage, discover, trace and count Linux network namespaces.
 #[derive(Debug, Parser)]
 #[command(name = "netns-monitor", version, about, long_about = None)]
@@ -107,6 +109,7 @@ pub fn main() -> ExitCode {
 /// Runs a command. Only the long-running ones get an async runtime; the management verbs are synchronous (their
 /// netlink work runs on threads of its own) and start faster without one.
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    check_privileges(&cli.command)?;
     match cli.command {
         // Builds its runtime itself, after dropping privileges (which must happen while single-threaded).
         Command::Run(args) => run::run(args),
@@ -124,6 +127,46 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Nat(command) => net::nat(command),
         Command::Forward(command) => net::forward(command),
     }
+}
+
+/// What a verb needs from the kernel, and why: without it, `list` and `pids` would show a partial view as if it
+/// were complete (only this user's processes), and `add` or `stats` would fail half-way on a bare EPERM or with
+/// a wrong cause. `run` checks its own, naming each capability; `identify` works on the caller's own process.
+fn needs(command: &Command) -> Option<(&'static str, &'static [Capability], &'static str)> {
+    use crate::privileges::{CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_PTRACE};
+    const INVENTORY: &[Capability] = &[CAP_SYS_ADMIN, CAP_SYS_PTRACE];
+    const INVENTORY_WHY: &str = "to read every process's /proc/PID/ns and enter namespaces";
+    const MANAGE: &[Capability] = &[CAP_SYS_ADMIN, CAP_NET_ADMIN];
+    const MANAGE_WHY: &str = "to mount under /run/netns, enter namespaces and change links and rules";
+    Some(match command {
+        Command::Run(_) | Command::Identify(_) => return None,
+        Command::Trace(_) => {
+            ("trace", &[CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN], "to load and attach the kernel programs")
+        }
+        Command::Stats(_) => ("stats", &[CAP_BPF, CAP_SYS_ADMIN], "to read the agent's pinned maps"),
+        Command::Unload(_) => ("unload", &[CAP_BPF, CAP_SYS_ADMIN, CAP_NET_ADMIN], "to remove pins and delete filters"),
+        Command::List(_) => ("list", INVENTORY, INVENTORY_WHY),
+        Command::Pids(_) => ("pids", INVENTORY, INVENTORY_WHY),
+        Command::Add(_) => ("add", MANAGE, MANAGE_WHY),
+        Command::Del(_) => ("del", MANAGE, MANAGE_WHY),
+        Command::Exec(_) => ("exec", MANAGE, MANAGE_WHY),
+        Command::Attach(_) => ("attach", MANAGE, MANAGE_WHY),
+        Command::Veth(_) => ("veth", MANAGE, MANAGE_WHY),
+        Command::Nat(_) => ("nat", MANAGE, MANAGE_WHY),
+        Command::Forward(_) => ("forward", MANAGE, MANAGE_WHY),
+    })
+}
+
+/// Fails (exit 1) before a verb does anything when the process lacks what the verb needs, naming it.
+fn check_privileges(command: &Command) -> anyhow::Result<()> {
+    let Some((verb, caps, why)) = needs(command) else { return Ok(()) };
+    let effective = crate::privileges::current()?.effective;
+    let missing: Vec<String> = caps.iter().filter(|cap| !effective.contains(**cap)).map(|cap| cap.name()).collect();
+    if !missing.is_empty() {
+        let all: Vec<String> = caps.iter().map(|cap| cap.name()).collect();
+        anyhow::bail!("`{verb}` needs root (or {}) {why}; this process lacks {}", all.join(", "), missing.join(", "));
+    }
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
