@@ -238,3 +238,147 @@ fn del_all_removes_every_name() {
     assert_eq!(lines[0].trim(), "one two", "both created and visible to iproute2");
     assert_eq!(lines[1].trim(), "0", "del --all leaves /run/netns empty");
 }
+
+/// A process in namespaces of its own (net, uts, ipc, mnt, pid), as a container's first process is: `unshare`
+/// forks the namespace's init, which sets a hostname and becomes `sleep`.
+struct Isolated {
+    _unshare: ChildGuard,
+    pid: u32,
+}
+
+impl Isolated {
+    fn start() -> Self {
+        let unshare = ChildGuard(
+            Command::new("unshare")
+                .args(["-n", "-u", "-i", "-m", "-p", "--fork", "--mount-proc", "sh", "-c"])
+                .arg("hostname nsm-isolated && exec sleep 120")
+                .spawn()
+                .expect("spawn unshare"),
+        );
+        let pid = child_running(unshare.0.id(), "sleep");
+        Isolated { _unshare: unshare, pid }
+    }
+
+    fn ns(&self, kind: &str) -> String {
+        std::fs::read_link(format!("/proc/{}/ns/{kind}", self.pid)).expect("readlink ns").display().to_string()
+    }
+}
+
+/// The first child of `parent` once it runs `program` (waited for with a deadline).
+fn child_running(parent: u32, program: &str) -> u32 {
+    let mut pid = 0;
+    wait_until(Duration::from_secs(10), &format!("a child of {parent} to run {program}"), || {
+        let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).unwrap_or_default();
+        pid = children.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        pid != 0 && std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe.ends_with(program))
+    });
+    pid
+}
+
+#[test]
+fn exec_reaches_a_namespace_by_path_pid_and_inode() {
+    require_root();
+    let name = unique_name("nsm-tgt");
+    let _guard = NetnsGuard::new(&name);
+    ok(&["add", &name]);
+    let named = format!("net:[{}]", inode(Path::new("/run/netns").join(&name)));
+    let isolated = Isolated::start();
+    let held = isolated.ns("net");
+    let held_inode = inode(format!("/proc/{}/ns/net", isolated.pid));
+    let path = format!("/proc/{}/ns/net", isolated.pid);
+    let named_path = format!("/run/netns/{name}");
+    let pid = isolated.pid.to_string();
+    let held_inode_arg = held_inode.to_string();
+    let held_link = format!("net:[{held_inode}]");
+    for (args, expected) in [
+        (vec![named_path.as_str()], &named),
+        (vec![path.as_str()], &held),
+        (vec!["--pid", &pid], &held),
+        (vec!["--inode", &held_inode_arg], &held),
+        (vec!["--inode", &held_link], &held),
+    ] {
+        let mut full = vec!["exec"];
+        full.extend(&args);
+        full.extend(["--", "sh", "-c", "readlink /proc/self/ns/net; ls /sys/class/net"]);
+        let out = ok(&full);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.first(), Some(&expected.as_str()), "{args:?} enters {expected}: {out}");
+        assert_eq!(&lines[1..], ["lo"], "{args:?}: /sys is the namespace's: {out}");
+    }
+    // Without --type, only the network namespace is entered (ip netns exec's semantics): the hostname is ours.
+    let ours = sh_ok("hostname", &[]);
+    assert_eq!(ok(&["exec", "--pid", &pid, "hostname"]), ours);
+
+    let stderr = fails(&["exec", "/etc/hostname", "true"], 2);
+    assert!(stderr.contains("/etc/hostname is not a network namespace"), "{stderr}");
+    let uts = format!("/proc/{}/ns/uts", isolated.pid);
+    assert!(fails(&["exec", &uts, "true"], 2).contains("is not a network namespace"), "another type of nsfs file");
+    assert!(fails(&["exec", "--inode", "12", "true"], 2).contains("no network namespace has inode 12"));
+    assert!(fails(&["exec", "--inode", "x", "true"], 2).contains("--inode takes a number"));
+    assert!(fails(&["exec", "/nonexistent/ns", "true"], 2).contains("/nonexistent/ns does not exist"));
+    assert!(fails(&["exec", &name, "--type", "mnt", "true"], 2).contains("needs --pid"));
+    assert!(fails(&["exec", "--pid", &pid, "--type", "net,mount", "true"], 2).contains("unknown namespace type"));
+    assert!(fails(&["exec", "--pid", &pid], 2).contains("no command given"));
+    assert!(fails(&["exec", "--pid", "99999999", "true"], 2).contains("process 99999999 does not exist"));
+}
+
+#[test]
+fn exec_type_enters_a_process_namespaces_as_nsenter_does() {
+    require_root();
+    let isolated = Isolated::start();
+    let pid = isolated.pid.to_string();
+    let kinds = ["net", "uts", "ipc", "mnt", "pid"];
+    let script = "hostname; for t in net uts ipc mnt pid; do readlink /proc/self/ns/$t; done; echo $$";
+    let out = ok(&["exec", "--pid", &pid, "--type", "all", "--", "sh", "-c", script]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "nsm-isolated", "the process's UTS namespace: {out}");
+    for (kind, line) in kinds.iter().zip(&lines[1..6]) {
+        assert_eq!(*line, isolated.ns(kind), "{kind} is the process's: {out}");
+    }
+    // In the PID namespace the command is a child of the entering process (sleep is 1 there).
+    let inner_pid: u32 = lines[6].parse().expect("a pid");
+    assert!(inner_pid > 1, "a new process in the namespace: {out}");
+    // Its mount namespace, as is (no /sys remount): /proc there is the namespace's own (--mount-proc).
+    let procs = ok(&["exec", "--pid", &pid, "--type", "mnt,pid", "--", "sh", "-c", "ls /proc | grep -c '^[0-9]'"]);
+    assert!(procs.trim().parse::<u32>().expect("a count") <= 4, "only the namespace's processes: {procs}");
+
+    // A signal sent to netns-monitor reaches the command running in the PID namespace, and the exit says so.
+    let killed = run(&["exec", "--pid", &pid, "--type", "pid", "--", "sh", "-c", "kill -TERM $$"]);
+    assert_eq!(killed.status.signal(), Some(15), "dies of the command's signal");
+    let mut sleeper = ChildGuard(
+        cli().args(["exec", "--pid", &pid, "--type", "net,pid", "--", "sleep", "60"]).spawn().expect("start exec"),
+    );
+    let supervisor = sleeper.0.id();
+    let inner = child_running(supervisor, "sleep");
+    assert_eq!(std::fs::read_link(format!("/proc/{inner}/ns/pid")).unwrap().display().to_string(), isolated.ns("pid"));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = sleeper.0.wait().expect("wait for exec");
+    assert_eq!(status.signal(), Some(15), "the supervisor dies of the signal its command died of");
+    wait_until(Duration::from_secs(10), "the command to be gone", || !Path::new(&format!("/proc/{inner}")).exists());
+}
+
+#[test]
+fn exec_all_runs_in_every_named_namespace_in_turn() {
+    require_root();
+    // In a private mount namespace with its own empty /run/netns, so that other tests' names are not entered.
+    let bin = netns_monitor_tests::netns::cli_path();
+    let bin = bin.display();
+    let script = format!(
+        "set -e; mkdir -p /run/netns; mount -t tmpfs tmpfs /run/netns; {bin} add one; {bin} add two; \
+         for n in one two; do echo \"expect $n $(stat -L -c %i /run/netns/$n)\"; done; \
+         {bin} exec --all -- sh -c 'stat -L -c %i /proc/self/ns/net; ls /sys/class/net'; \
+         echo \"rc=$?\"; {bin} exec --all -- sh -c 'test \"$(stat -L -c %i /proc/self/ns/net)\" = \"$(stat -L -c %i /run/netns/one)\"' \
+         || echo \"failed=$?\""
+    );
+    let out = sh("unshare", &["--mount", "--propagation", "private", "sh", "-c", &script]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "script failed: {stdout} {stderr}");
+    let expect: Vec<&str> = stdout.lines().filter_map(|l| l.strip_prefix("expect ")).collect();
+    let (one, two) = (expect[0].split(' ').nth(1).unwrap(), expect[1].split(' ').nth(1).unwrap());
+    let walk: Vec<&str> = stdout.lines().skip(2).take_while(|l| !l.starts_with("rc=")).collect();
+    assert_eq!(walk, ["", "netns: one", one, "lo", "", "netns: two", two, "lo"], "as ip -all netns exec: {stdout}");
+    assert!(stdout.contains("rc=0"), "every command succeeded: {stdout}");
+    assert!(stdout.contains("failed=1"), "one command failed, so the exit is 1: {stdout}");
+    assert!(stderr.contains("two: \"sh\" exit status: 1"), "names the namespace that failed: {stderr}");
+}

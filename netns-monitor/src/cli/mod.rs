@@ -64,9 +64,12 @@ pub enum Command {
     /// bind-mount paths), PROCS, INTERFACES (count), SOURCE (named, bind-mount, process, fd) and CONTAINER
     /// (runtime and short id from the processes' cgroup path).
     List(list::ListArgs),
-    /// Run a command in a named namespace, like `ip netns exec`: private mounts, /sys for the namespace,
-    /// /etc/netns/NAME/* bound over /etc. Replaces itself with the command, so signals reach it and its exit
-    /// status is the command's.
+    /// Run a command in a namespace, like `ip netns exec`: by name, by path (Docker's /run/docker/netns/ID), by
+    /// --pid or --inode, or in every named one (--all); with --pid and --type, a process's other namespaces as
+    /// `nsenter` enters them.
+    ///
+    /// A network namespace gets private mounts, /sys for the namespace and /etc/netns/NAME/* over /etc. The
+    /// command's exit status and signals are its own.
     Exec(netns::ExecArgs),
     /// Print the names of the network namespace of PID (default: this process).
     Identify(netns::IdentifyArgs),

@@ -11,6 +11,7 @@ use crate::{
     manage::{
         self, BadInput,
         autoname::{self, Change},
+        enter::{self, Target},
         exec, netns,
     },
 };
@@ -75,17 +76,104 @@ pub fn del(DelArgs { name, all }: DelArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[derive(Debug, Args)]
+#[command(after_long_help = "\
+Examples:
+  netns-monitor exec blue -- ip addr                 a name under /run/netns, as ip netns exec
+  netns-monitor exec /run/docker/netns/1a2b -- ss -tln   a bind mount (any path holding a namespace)
+  netns-monitor exec --pid 4242 -- ip route          the network namespace process 4242 is in
+  netns-monitor exec --inode 4026532301 -- ip link   a namespace by inode, as list shows it
+  netns-monitor exec --pid 4242 --type all -- sh     every namespace of the process, as nsenter -a -t 4242
+  netns-monitor exec --all -- ip -br addr            every named namespace in turn, as ip -all netns exec
+
+A network namespace alone is entered as ip netns exec does (private mounts, /sys for the namespace, and \
+/etc/netns/NAME/* over /etc when it has a name); with --type other than net, the process's namespaces are \
+entered as they are, mounts included. The command replaces netns-monitor, unless a PID namespace is entered or \
+--all is given: then it runs as a child and every signal sent to netns-monitor (SIGTERM, SIGINT, SIGHUP, \
+SIGQUIT, SIGUSR1, SIGUSR2) is passed on. The exit status is the command's (with --all: 1 if any failed); a \
+command killed by a signal makes netns-monitor die of the same signal.")]
 pub struct ExecArgs {
-    /// Namespace to run the command in.
-    pub name: String,
+    /// Namespace to run the command in: a name under /run/netns, or a path to an nsfs file (any argument with a
+    /// '/', such as Docker's /run/docker/netns/ID or /proc/PID/ns/net).
+    #[arg(value_name = "NAME|PATH")]
+    pub target: Option<String>,
+    /// The namespace process PID is in (and with --type, its namespaces of other types, as nsenter --target).
+    #[arg(long, value_name = "PID", conflicts_with_all = ["inode", "all"])]
+    pub pid: Option<u32>,
+    /// The network namespace with this inode (or net:[INODE]), as `list` shows it, through whatever holds it.
+    #[arg(long, value_name = "INODE", conflicts_with = "all")]
+    pub inode: Option<String>,
+    /// Run the command in every named namespace in turn, each announced by a "netns: NAME" line (as
+    /// `ip -all netns exec`).
+    #[arg(long)]
+    pub all: bool,
+    /// Namespace types to enter, comma-separated: net (the default), or with --pid any of user, cgroup, ipc,
+    /// uts, net, pid, mnt, time, or all.
+    #[arg(long = "type", value_name = "TYPES", default_value = "net")]
+    pub types: String,
     /// The command and its arguments (after `--` if they start with '-').
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
     pub command: Vec<OsString>,
 }
 
-/// Becomes the command (as `ip netns exec` does): its exit status and its signals are the command's.
-pub fn exec(ExecArgs { name, command }: ExecArgs) -> anyhow::Result<ExitCode> {
-    match exec::exec(&name, &command).map_err(classify)? {}
+/// Runs the command where it was pointed: becomes it (as `ip netns exec` does), or supervises it when a PID
+/// namespace is entered or with --all.
+pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
+    let ExecArgs { target, pid, inode, all, types, mut command } = args;
+    let flagged = pid.is_some() || inode.is_some() || all;
+    // NAME|PATH is optional, so with --pid/--inode/--all clap hands the command's first word to it.
+    let target = match target {
+        Some(word) if flagged => {
+            command.insert(0, word.into());
+            None
+        }
+        target => target,
+    };
+    if command.is_empty() {
+        return Err(UsageError("no command given (netns-monitor exec TARGET -- CMD [ARGS...])".into()).into());
+    }
+    let types = enter::parse_types(&types).map_err(classify)?;
+    if types.is_empty() {
+        return Err(UsageError("--type names no namespace type".into()).into());
+    }
+    if pid.is_none() && types != ["net"] {
+        return Err(classify(enter::EnterError::TypesNeedPid(types.join(","))));
+    }
+    if all {
+        return exec_all(&command);
+    }
+    let target = match (target, pid, inode) {
+        (_, Some(pid), _) if types != ["net"] => {
+            let status = enter::enter_process(pid, &types, &command).map_err(classify)?;
+            return Ok(enter::exit_like(status));
+        }
+        (_, Some(pid), _) => Target::Pid(pid),
+        (_, None, Some(inode)) => Target::Inode(
+            inode
+                .parse()
+                .ok()
+                .or_else(|| crate::inventory::parse_ns_link(&inode, "net"))
+                .ok_or_else(|| UsageError(format!("--inode takes a number or net:[NUMBER], not {inode:?}")))?,
+        ),
+        (Some(path), None, None) if path.contains('/') => Target::Path(path.into()),
+        (Some(name), None, None) => Target::Name(name),
+        (None, None, None) => {
+            return Err(UsageError("name the namespace: NAME|PATH, --pid, --inode or --all".into()).into());
+        }
+    };
+    let opened = target.open().map_err(classify)?;
+    match exec::exec_in(opened.file, opened.name.as_deref(), &opened.shown, &command).map_err(classify)? {}
+}
+
+fn exec_all(command: &[OsString]) -> anyhow::Result<ExitCode> {
+    let outcome = exec::exec_all(command, &mut std::io::stdout()).map_err(classify)?;
+    for (name, status) in &outcome.failed {
+        eprintln!("netns-monitor: {}: {:?} {status}", name, command[0]);
+    }
+    if let Some(signal) = outcome.stopped_by {
+        use std::os::unix::process::ExitStatusExt as _;
+        return Ok(enter::exit_like(std::process::ExitStatus::from_raw(signal)));
+    }
+    Ok(if outcome.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 #[derive(Debug, Args)]

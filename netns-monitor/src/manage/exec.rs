@@ -1,4 +1,6 @@
-//! `exec NAME -- CMD`: run a command in a named namespace with `ip netns exec`'s semantics.
+//! `exec NAME -- CMD`: run a command in a named namespace (or any network namespace, and with `--all` in every
+//! named one) with `ip netns exec`'s semantics. Entering other namespace types of a process, as `nsenter` does,
+//! is [`super::enter`].
 //!
 //! The child gets the target network namespace, a private mount namespace (so nothing below leaks back to the
 //! host), a `/sys` mounted for the target namespace (so `/sys/class/net` lists its interfaces), and every file of
@@ -14,13 +16,13 @@
 use std::{
     ffi::{CStr, CString, OsString},
     fs::File,
-    io,
+    io::{self, Write},
     os::{
         fd::AsFd as _,
         unix::{ffi::OsStrExt as _, process::CommandExt as _},
     },
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, ExitStatus},
 };
 
 use nix::{
@@ -32,6 +34,7 @@ use nix::{
 
 use super::{
     BadInput,
+    enter::{self, EnterError},
     netns::{NetnsError, open_named},
 };
 
@@ -40,10 +43,19 @@ use super::{
 pub enum ExecError {
     #[error(transparent)]
     Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Enter(#[from] EnterError),
     #[error("no command given")]
     NoCommand,
     #[error("cannot run {program:?} in namespace {name:?}")]
     Spawn {
+        program: OsString,
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot wait for {program:?} in namespace {name:?}")]
+    Wait {
         program: OsString,
         name: String,
         #[source]
@@ -55,16 +67,28 @@ impl BadInput for ExecError {
     fn is_bad_input(&self) -> bool {
         match self {
             ExecError::Netns(err) => err.is_bad_input(),
+            ExecError::Enter(err) => err.is_bad_input(),
             ExecError::NoCommand => true,
-            ExecError::Spawn { .. } => false,
+            ExecError::Spawn { .. } | ExecError::Wait { .. } => false,
         }
     }
 }
 
 /// Replaces this process with `argv` running in namespace `name`; returns only if that fails.
 pub fn exec(name: &str, argv: &[OsString]) -> Result<std::convert::Infallible, ExecError> {
-    let (program, args) = argv.split_first().ok_or(ExecError::NoCommand)?;
     let netns = open_named(name)?;
+    exec_in(netns, Some(name), name, argv)
+}
+
+/// Replaces this process with `argv` running in the network namespace behind `netns`, with `ip netns exec`'s
+/// mounts (and `/etc/netns/NAME` when the namespace has a `name`); `shown` names it in errors.
+pub fn exec_in(
+    netns: File,
+    name: Option<&str>,
+    shown: &str,
+    argv: &[OsString],
+) -> Result<std::convert::Infallible, ExecError> {
+    let (program, args) = argv.split_first().ok_or(ExecError::NoCommand)?;
     let setup = ChildSetup::prepare(name, netns);
     let mut command = Command::new(program);
     command.args(args);
@@ -74,7 +98,47 @@ pub fn exec(name: &str, argv: &[OsString]) -> Result<std::convert::Infallible, E
         command.pre_exec(move || setup.apply());
     }
     let source = command.exec();
-    Err(ExecError::Spawn { program: program.clone(), name: name.to_owned(), source })
+    Err(ExecError::Spawn { program: program.clone(), name: shown.to_owned(), source })
+}
+
+/// How `exec --all` went: the namespaces whose command failed, and the signal that stopped the walk, if any.
+#[derive(Debug, Default)]
+pub struct AllOutcome {
+    pub failed: Vec<(String, ExitStatus)>,
+    pub stopped_by: Option<i32>,
+}
+
+/// `ip -all netns exec`: runs `argv` in every named namespace in turn (sorted), each announced on `out` by a
+/// `netns: NAME` line after an empty one as iproute2 prints it, waiting for each. A signal sent to this process
+/// (`kill -TERM`) is passed to the running command and ends the walk after it.
+pub fn exec_all(argv: &[OsString], out: &mut impl Write) -> Result<AllOutcome, ExecError> {
+    let (program, args) = argv.split_first().ok_or(ExecError::NoCommand)?;
+    let mut outcome = AllOutcome::default();
+    for (name, inode) in super::netns::list()? {
+        if inode.is_none() {
+            // A stale file (an interrupted add) or a name whose namespace is gone: nothing to enter.
+            continue;
+        }
+        let Ok(netns) = open_named(&name) else { continue };
+        let _ = writeln!(out, "\nnetns: {name}");
+        let _ = out.flush();
+        let setup = ChildSetup::prepare(Some(&name), netns);
+        let mut command = Command::new(program);
+        command.args(args);
+        // SAFETY: as in `exec_in`; here the closure runs in the forked child.
+        unsafe {
+            command.pre_exec(move || setup.apply());
+        }
+        let supervised = enter::supervise(&mut command).map_err(|err| err.into_exec(program, &name))?;
+        if !supervised.status.success() {
+            outcome.failed.push((name.clone(), supervised.status));
+        }
+        if let Some(signal) = supervised.forwarded_stop {
+            outcome.stopped_by = Some(signal);
+            break;
+        }
+    }
+    Ok(outcome)
 }
 
 /// "No filesystem type / source / data" for mount(2).
@@ -90,10 +154,11 @@ struct ChildSetup {
 }
 
 impl ChildSetup {
-    fn prepare(name: &str, netns: File) -> Self {
-        let etc_dir = Path::new("/etc/netns").join(name);
+    fn prepare(name: Option<&str>, netns: File) -> Self {
         let mut etc_binds = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(&etc_dir) {
+        if let Some(etc_dir) = name.map(|name| Path::new("/etc/netns").join(name))
+            && let Ok(entries) = std::fs::read_dir(&etc_dir)
+        {
             for entry in entries.flatten() {
                 let file_name = entry.file_name();
                 if file_name == "." || file_name == ".." {
@@ -108,7 +173,7 @@ impl ChildSetup {
                 }
             }
         }
-        let sysfs_source = CString::new(name).unwrap_or_else(|_| c"sysfs".to_owned());
+        let sysfs_source = name.and_then(|name| CString::new(name).ok()).unwrap_or_else(|| c"sysfs".to_owned());
         ChildSetup { netns, sysfs_source, etc_binds }
     }
 

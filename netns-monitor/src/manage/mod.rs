@@ -2,7 +2,8 @@
 //! `iptables` or `nft` processes):
 //! - [`netns`]: named namespaces under /run/netns (add, del, attach, identify, pids), iproute2's on-disk form,
 //! - [`autoname`]: the names `attach --all` gives, symlinks that never keep a namespace alive,
-//! - [`exec`]: run a command inside one, with `ip netns exec`'s mount and /etc semantics,
+//! - [`exec`]: run a command inside one, with `ip netns exec`'s mount and /etc semantics (or in every one),
+//! - [`enter`]: any network namespace by path, process or inode, and a process's other types as `nsenter`,
 //! - [`veth`]: veth pairs with addresses, `lo` and a default route, undone on failure,
 //! - [`nat`]: masquerade and port forwards, as rules in our own nftables table ([`nft`]),
 //! - [`rtnl`]: running netlink work on a thread inside a namespace; [`name`], [`cidr`]: input validation.
@@ -12,6 +13,7 @@
 
 pub mod autoname;
 pub mod cidr;
+pub mod enter;
 pub mod exec;
 pub mod name;
 pub mod nat;
