@@ -190,9 +190,14 @@ pub struct TraceProcess {
 impl TraceProcess {
     /// Starts `netns-monitor trace ARGS` and waits (up to 30 s) until it reports its programs attached.
     pub async fn start(args: &[&str]) -> Self {
+        Self::start_verb("trace", args, "programs attached").await
+    }
+
+    /// Starts `netns-monitor VERB ARGS` and waits (up to 30 s) for a log line containing `marker`.
+    pub async fn start_verb(verb: &str, args: &[&str], marker: &str) -> Self {
         use tokio::io::AsyncBufReadExt as _;
         let mut child = cli_command()
-            .arg("trace")
+            .arg(verb)
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -203,7 +208,7 @@ impl TraceProcess {
         let mut log = Vec::new();
         let ready = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = stderr.next_line().await.expect("read trace stderr") {
-                let attached = line.contains("programs attached");
+                let attached = line.contains(marker);
                 log.push(line);
                 if attached {
                     return true;
@@ -212,7 +217,7 @@ impl TraceProcess {
             false
         })
         .await;
-        assert!(matches!(ready, Ok(true)), "trace {args:?} did not attach; stderr: {log:#?}");
+        assert!(matches!(ready, Ok(true)), "{verb} {args:?} did not get ready; stderr: {log:#?}");
         Self { child, stdout, stderr }
     }
 

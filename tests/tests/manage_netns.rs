@@ -382,3 +382,76 @@ fn exec_all_runs_in_every_named_namespace_in_turn() {
     assert!(stdout.contains("failed=1"), "one command failed, so the exit is 1: {stdout}");
     assert!(stderr.contains("two: \"sh\" exit status: 1"), "names the namespace that failed: {stderr}");
 }
+
+#[test]
+fn set_and_list_id_agree_with_iproute2_and_reach_beyond_run_netns() {
+    require_root();
+    let name = unique_name("nsm-nsid");
+    let other = format!("{name}-b");
+    let _guards = (NetnsGuard::new(&name), NetnsGuard::new(&other));
+    ok(&["add", &name]);
+    ok(&["add", &other]);
+    // Ids are the host namespace's, shared with every other test: one of our own.
+    let id = 100_000 + std::process::id() % 100_000;
+    let id_arg = id.to_string();
+    assert_eq!(ok(&["set", &name, &id_arg]), "", "a given id prints nothing, as ip netns set");
+    let ip = sh_ok("ip", &["netns", "list-id"]);
+    assert!(ip.lines().any(|l| l == format!("nsid {id} (iproute2 netns name: {name})")), "ip sees it: {ip}");
+    assert_eq!(ok(&["set", &name, &id_arg]), "", "asking again for the id it has is no error");
+    let stderr = fails(&["set", &name, "7"], 2);
+    assert!(stderr.contains(&format!("{name:?} already has NSID {id}")), "{stderr}");
+    let stderr = fails(&["set", &other, &id_arg], 2);
+    assert!(stderr.contains(&format!("NSID {id} is already given to another namespace")), "{stderr}");
+    for bad in ["-5", "x", "2147483648"] {
+        let args = ["set", other.as_str(), "--", bad];
+        assert!(fails(&args, 2).contains("invalid NSID"), "{bad}");
+    }
+    let auto: i32 = ok(&["set", &other, "auto"]).trim().parse().expect("auto prints the id");
+    let listed = ip_netns_list_ids();
+    assert_eq!(listed.get(&other), Some(&auto), "ip netns list shows the id auto gave: {listed:?}");
+
+    // A namespace held only by a process, with an id: ip netns list-id cannot name it; ours gives its inode.
+    let held = ChildGuard(Command::new("unshare").args(["-n", "sleep", "60"]).spawn().expect("spawn"));
+    let pid = held.0.id().to_string();
+    wait_until(Duration::from_secs(10), "unshare to become sleep", || {
+        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe.ends_with("sleep"))
+    });
+    let temporary = format!("{name}-t");
+    let _temporary_guard = NetnsGuard::new(&temporary);
+    ok(&["attach", &temporary, &pid]);
+    let held_id: i64 = ok(&["set", &temporary, "auto"]).trim().parse().unwrap();
+    ok(&["del", &temporary]);
+    let held_inode = inode(format!("/proc/{pid}/ns/net"));
+
+    let ids: serde_json::Value = serde_json::from_str(&ok(&["list-id", "--json"])).expect("JSON");
+    let entry = |nsid: i64| {
+        ids.as_array().unwrap().iter().find(|e| e["nsid"] == nsid).unwrap_or_else(|| panic!("{nsid} in {ids:#}"))
+    };
+    assert_eq!(entry(i64::from(id))["inode"], inode(Path::new("/run/netns").join(&name)));
+    assert_eq!(entry(i64::from(id))["names"], serde_json::json!([name]));
+    assert_eq!(entry(i64::from(auto))["inode"], inode(Path::new("/run/netns").join(&other)));
+    assert_eq!(entry(held_id)["inode"], held_inode, "the process-held one, by inode");
+    assert_eq!(entry(held_id)["names"], serde_json::json!([]));
+    let table = ok(&["list-id"]);
+    assert!(
+        table.lines().any(|l| l.split_whitespace().collect::<Vec<_>>()
+            == [
+                id_arg.as_str(),
+                &inode(Path::new("/run/netns").join(&name)).to_string(),
+                name.as_str(),
+                name.as_str()
+            ]),
+        "{table}"
+    );
+}
+
+/// `ip netns list`'s `NAME (id: N)` entries.
+fn ip_netns_list_ids() -> std::collections::HashMap<String, i32> {
+    sh_ok("ip", &["netns", "list"])
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(" (id: ")?;
+            Some((name.to_owned(), rest.strip_suffix(')')?.parse().ok()?))
+        })
+        .collect()
+}

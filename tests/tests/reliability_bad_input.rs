@@ -611,8 +611,17 @@ fn without_root_each_verb_says_what_it_needs_and_does_nothing() {
     let name = unique_name("nsm-noroot");
     let _guard = netns::NetnsGuard::new(&name);
     let cli = netns::cli_path();
-    let verbs: [&[&str]; 6] =
-        [&["list"], &["pids", "x"], &["add", &name], &["stats"], &["trace", "--count", "1"], &["unload"]];
+    let verbs: [&[&str]; 9] = [
+        &["list"],
+        &["pids", "x"],
+        &["add", &name],
+        &["stats"],
+        &["trace", "--count", "1"],
+        &["unload"],
+        &["monitor", "--count", "1"],
+        &["set", &name, "auto"],
+        &["list-id"],
+    ];
     for args in verbs {
         let out = std::process::Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])

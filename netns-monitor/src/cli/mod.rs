@@ -5,8 +5,10 @@
 //! their whole cause chain. This is an edge of the program, so it uses `anyhow` for context.
 
 mod list;
+mod monitor;
 mod net;
 mod netns;
+mod nsid;
 mod run;
 mod stats;
 mod table;
@@ -44,6 +46,9 @@ pub enum Command {
     /// comm), which syscall, which namespace types changed, old and new inodes (network namespaces with their
     /// names), and the result. Network namespaces being created and destroyed are shown too. Needs root.
     Trace(trace::TraceArgs),
+    /// Watch names under /run/netns come and go (as `ip netns monitor`) and every network namespace the kernel
+    /// creates or destroys, named or not, until Ctrl-C (or --count / --duration).
+    Monitor(monitor::MonitorArgs),
     /// Per-namespace traffic counted by the agent's classifiers, read from the pinned maps (no Prometheus
     /// needed). Counters keep counting while the agent is down.
     Stats(stats::StatsArgs),
@@ -77,6 +82,11 @@ pub enum Command {
     Pids(netns::PidsArgs),
     /// Give a process's network namespace a name under /run/netns (a bind mount), so `ip netns` sees it.
     Attach(netns::AttachArgs),
+    /// Give a named namespace a netns id (NSID) in the current namespace, as `ip netns set NAME NSID|auto`.
+    Set(nsid::SetArgs),
+    /// Every netns id the current namespace has given, with the namespace it stands for (inode and name,
+    /// wherever it is held), as `ip netns list-id` but beyond /run/netns.
+    ListId(nsid::ListIdArgs),
     /// Veth pairs between the host (or a namespace) and a namespace.
     #[command(subcommand)]
     Veth(net::VethCommand),
@@ -117,6 +127,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         // Builds its runtime itself, after dropping privileges (which must happen while single-threaded).
         Command::Run(args) => run::run(args),
         Command::Trace(args) => runtime()?.block_on(trace::run(args)),
+        Command::Monitor(args) => runtime()?.block_on(monitor::run(args)),
         Command::Stats(args) => stats::stats(args),
         Command::Unload(args) => unload::unload(args),
         Command::Add(args) => netns::add(args),
@@ -126,6 +137,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Identify(args) => netns::identify(args),
         Command::Pids(args) => netns::pids(args),
         Command::Attach(args) => netns::attach(args),
+        Command::Set(args) => nsid::set(args),
+        Command::ListId(args) => nsid::list_id(args),
         Command::Veth(command) => net::veth(command),
         Command::Nat(command) => net::nat(command),
         Command::Forward(command) => net::forward(command),
@@ -143,6 +156,12 @@ fn needs(command: &Command) -> Option<(&'static str, &'static [Capability], &'st
     const MANAGE_WHY: &str = "to mount under /run/netns, enter namespaces and change links and rules";
     Some(match command {
         Command::Run(_) | Command::Identify(_) => return None,
+        Command::Monitor(args) if !args.loads_programs() => return None,
+        Command::Monitor(_) => (
+            "monitor",
+            &[CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN],
+            "to load and attach the kernel programs (--names-only does not)",
+        ),
         Command::Trace(_) => {
             ("trace", &[CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN], "to load and attach the kernel programs")
         }
@@ -154,6 +173,8 @@ fn needs(command: &Command) -> Option<(&'static str, &'static [Capability], &'st
         Command::Del(_) => ("del", MANAGE, MANAGE_WHY),
         Command::Exec(_) => ("exec", MANAGE, MANAGE_WHY),
         Command::Attach(_) => ("attach", MANAGE, MANAGE_WHY),
+        Command::Set(_) => ("set", MANAGE, MANAGE_WHY),
+        Command::ListId(_) => ("list-id", INVENTORY, INVENTORY_WHY),
         Command::Veth(_) => ("veth", MANAGE, MANAGE_WHY),
         Command::Nat(_) => ("nat", MANAGE, MANAGE_WHY),
         Command::Forward(_) => ("forward", MANAGE, MANAGE_WHY),

@@ -67,15 +67,20 @@ pub struct TraceArgs {
     hooks: String,
 }
 
+/// `--duration SECS`, checked.
+pub(super) fn duration(secs: Option<f64>) -> Result<Option<Duration>, UsageError> {
+    match secs {
+        Some(secs) if !(secs.is_finite() && secs > 0.0) => {
+            Err(UsageError(format!("--duration must be a positive number of seconds, not {secs}")))
+        }
+        Some(secs) => Ok(Some(Duration::from_secs_f64(secs))),
+        None => Ok(None),
+    }
+}
+
 pub async fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     // Everything the user typed is checked before anything is loaded into the kernel.
-    let duration = match args.duration {
-        Some(secs) if !(secs.is_finite() && secs > 0.0) => {
-            return Err(UsageError(format!("--duration must be a positive number of seconds, not {secs}")).into());
-        }
-        Some(secs) => Some(Duration::from_secs_f64(secs)),
-        None => None,
-    };
+    let duration = duration(args.duration)?;
     if let Some(bytes) = args.ring_buffer_bytes
         && !(bytes >= 4096 && bytes.is_power_of_two())
     {
@@ -99,6 +104,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         ring_buffer_bytes: args.ring_buffer_bytes,
         include_agent: args.include_agent,
         hooks: args.hooks.parse().map_err(UsageError)?,
+        monitor: false,
     };
     let mut stdout = std::io::stdout().lock();
     let mut stderr = std::io::stderr();

@@ -5,14 +5,8 @@
 //! each enter one namespace after another, not a thread and a runtime per namespace (measured with `cargo
 //! xtask bench list`).
 
-use std::{
-    collections::BTreeMap,
-    fs::File,
-    os::fd::{AsFd as _, BorrowedFd},
-};
+use std::{collections::BTreeMap, fs::File, os::fd::AsFd as _};
 
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
-use netlink_packet_route::RouteNetlinkMessage;
 use nix::sched::{CloneFlags, setns};
 
 use super::{Inventory, Netns};
@@ -109,7 +103,7 @@ fn details_of(namespaces: &[&Netns], own: Option<u32>) -> Result<Vec<(u32, Detai
         let details = if own == Some(ns.inode) {
             Details { nsid: None, interfaces: home.link_names().ok() }
         } else {
-            let nsid = nsid(&mut home, file.as_fd());
+            let nsid = nsid::get_blocking(&mut home, file.as_fd()).ok().flatten();
             let interfaces = setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
                 .ok()
                 .and_then(|()| RouteSocket::open().ok())
@@ -119,23 +113,4 @@ fn details_of(namespaces: &[&Netns], own: Option<u32>) -> Result<Vec<(u32, Detai
         all.push((ns.inode, details));
     }
     Ok(all)
-}
-
-/// The NSID the socket's namespace has for the namespace behind `fd` (`RTM_GETNSID` with `NETNSA_FD`), if
-/// one is assigned.
-fn nsid(socket: &mut RouteSocket, fd: BorrowedFd<'_>) -> Option<i32> {
-    let message = nsid::get_request(fd);
-    let mut bytes = vec![0; message.buffer_len()];
-    message.serialize(&mut bytes);
-    let mut id = None;
-    socket
-        .request(&mut bytes, |_, answer| {
-            if let Ok(NetlinkMessage { payload: NetlinkPayload::InnerMessage(answer), .. }) =
-                NetlinkMessage::<RouteNetlinkMessage>::deserialize(answer)
-            {
-                id = id.or(nsid::id_in(answer));
-            }
-        })
-        .ok()?;
-    id.filter(|&id| id >= 0)
 }

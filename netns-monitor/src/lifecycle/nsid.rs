@@ -15,6 +15,8 @@ use netlink_packet_route::{
 };
 use rtnetlink::Handle;
 
+use crate::route_socket::RouteSocket;
+
 /// Errors talking to rtnetlink about netns ids.
 #[derive(Debug, thiserror::Error)]
 pub enum NsidError {
@@ -75,6 +77,17 @@ pub fn get_request(fd: BorrowedFd<'_>) -> NetlinkMessage<RouteNetlinkMessage> {
     message(RouteNetlinkMessage::GetNsId(get), NLM_F_REQUEST)
 }
 
+/// `RTM_NEWNSID` giving the namespace behind `fd` the id `id` (`-1`: the lowest free one), acknowledged.
+pub fn set_request(fd: BorrowedFd<'_>, id: i32) -> NetlinkMessage<RouteNetlinkMessage> {
+    let new = nsid_message(vec![NsidAttribute::Fd(fd.as_raw_fd() as u32), NsidAttribute::Id(id)]);
+    message(RouteNetlinkMessage::NewNsId(new), NLM_F_REQUEST | NLM_F_ACK)
+}
+
+/// `RTM_GETNSID` dump: every id the current namespace has assigned.
+pub fn dump_request() -> NetlinkMessage<RouteNetlinkMessage> {
+    message(RouteNetlinkMessage::GetNsId(nsid_message(Vec::new())), NLM_F_REQUEST | NLM_F_DUMP)
+}
+
 /// The id an `RTM_NEWNSID` answer carries (negative: none assigned); `None` for any other message.
 pub fn id_in(answer: RouteNetlinkMessage) -> Option<i32> {
     match answer {
@@ -92,8 +105,7 @@ pub async fn ensure(handle: &mut Handle, fd: BorrowedFd<'_>) -> Result<i32, Nsid
     if let Some(id) = get(handle, fd).await? {
         return Ok(id);
     }
-    let new = nsid_message(vec![NsidAttribute::Fd(fd.as_raw_fd() as u32), NsidAttribute::Id(-1)]);
-    match request(handle, "RTM_NEWNSID", message(RouteNetlinkMessage::NewNsId(new), NLM_F_REQUEST | NLM_F_ACK)).await {
+    match request(handle, "RTM_NEWNSID", set_request(fd, -1)).await {
         Ok(_) => {}
         // Someone else assigned one between our two requests: use theirs.
         Err(NsidError::Refused { code, .. }) if code.raw_os_error() == Some(libc::EEXIST) => {}
@@ -104,10 +116,7 @@ pub async fn ensure(handle: &mut Handle, fd: BorrowedFd<'_>) -> Result<i32, Nsid
 
 /// Every netns id the current namespace has assigned now (`RTM_GETNSID` dump).
 pub async fn dump(handle: &mut Handle) -> Result<std::collections::BTreeSet<i32>, NsidError> {
-    let get = nsid_message(Vec::new());
-    let answers =
-        request(handle, "RTM_GETNSID dump", message(RouteNetlinkMessage::GetNsId(get), NLM_F_REQUEST | NLM_F_DUMP))
-            .await?;
+    let answers = request(handle, "RTM_GETNSID dump", dump_request()).await?;
     Ok(answers
         .into_iter()
         .filter_map(|answer| match answer {
@@ -119,6 +128,44 @@ pub async fn dump(handle: &mut Handle) -> Result<std::collections::BTreeSet<i32>
         })
         .filter(|id| *id >= 0)
         .collect())
+}
+
+/// Sends `message` on a blocking socket and hands each decoded answer to `each`.
+fn blocking(
+    socket: &mut RouteSocket,
+    message: &NetlinkMessage<RouteNetlinkMessage>,
+    mut each: impl FnMut(RouteNetlinkMessage),
+) -> std::io::Result<()> {
+    let mut bytes = vec![0; message.buffer_len()];
+    message.serialize(&mut bytes);
+    socket.request(&mut bytes, |_, answer| {
+        if let Ok(NetlinkMessage { payload: NetlinkPayload::InnerMessage(answer), .. }) =
+            NetlinkMessage::<RouteNetlinkMessage>::deserialize(answer)
+        {
+            each(answer);
+        }
+    })
+}
+
+/// [`get`] on a blocking socket (the socket's namespace is the one the id is relative to).
+pub fn get_blocking(socket: &mut RouteSocket, fd: BorrowedFd<'_>) -> std::io::Result<Option<i32>> {
+    let mut id = None;
+    blocking(socket, &get_request(fd), |answer| id = id.or(id_in(answer)))?;
+    Ok(id.filter(|&id| id >= 0))
+}
+
+/// Gives the namespace behind `fd` the id `id` (`-1`: the lowest free one). The kernel refuses (`EEXIST`) when
+/// the namespace has an id already or `id` is taken.
+pub fn set_blocking(socket: &mut RouteSocket, fd: BorrowedFd<'_>, id: i32) -> std::io::Result<()> {
+    blocking(socket, &set_request(fd, id), |_| {})
+}
+
+/// [`dump`] on a blocking socket, ascending.
+pub fn dump_blocking(socket: &mut RouteSocket) -> std::io::Result<Vec<i32>> {
+    let mut ids = Vec::new();
+    blocking(socket, &dump_request(), |answer| ids.extend(id_in(answer).filter(|&id| id >= 0)))?;
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 /// Whether `message` says notifications were lost (the socket's buffer overflowed, `ENOBUFS`).

@@ -4,6 +4,7 @@
 //! - [`autoname`]: the names `attach --all` gives, symlinks that never keep a namespace alive,
 //! - [`exec`]: run a command inside one, with `ip netns exec`'s mount and /etc semantics (or in every one),
 //! - [`enter`]: any network namespace by path, process or inode, and a process's other types as `nsenter`,
+//! - [`nsid`]: netns ids (`ip netns set`, `ip netns list-id`),
 //! - [`veth`]: veth pairs with addresses, `lo` and a default route, undone on failure,
 //! - [`nat`]: masquerade and port forwards, as rules in our own nftables table ([`nft`]),
 //! - [`rtnl`]: running netlink work on a thread inside a namespace; [`name`], [`cidr`]: input validation.
@@ -19,6 +20,7 @@ pub mod name;
 pub mod nat;
 pub mod netns;
 pub mod nft;
+pub mod nsid;
 pub mod rtnl;
 pub mod veth;
 

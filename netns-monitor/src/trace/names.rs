@@ -31,8 +31,13 @@ pub struct Names {
     namer: Namer,
     /// Names worked out so far (container lookups read /proc): valid until the next refresh.
     shown: HashMap<u32, Option<String>>,
+    /// Names namespaces had before their names were removed ([`Self::remember`]).
+    former: HashMap<u32, String>,
     mountinfo: File,
 }
+
+/// Bound on [`Names::remember`]'s memory (a name is needed for a moment, until its namespace's end).
+const MAX_FORMER: usize = 4096;
 
 impl Names {
     /// Starts from `inventory` (already scanned by the caller).
@@ -42,6 +47,7 @@ impl Names {
             refreshed: Instant::now(),
             namer: Namer::new(),
             shown: HashMap::new(),
+            former: HashMap::new(),
             mountinfo: File::open("/proc/self/mountinfo")?,
         })
     }
@@ -58,8 +64,22 @@ impl Names {
     }
 
     fn lookup(&mut self, inode: u32) -> Option<&str> {
-        let Self { inventory, namer, shown, .. } = self;
-        shown.entry(inode).or_insert_with(|| inventory.get(inode).and_then(|ns| namer.describe(ns).0)).as_deref()
+        let Self { inventory, namer, shown, former, .. } = self;
+        shown
+            .entry(inode)
+            .or_insert_with(|| {
+                inventory.get(inode).and_then(|ns| namer.describe(ns).0).or_else(|| former.get(&inode).cloned())
+            })
+            .as_deref()
+    }
+
+    /// Remembers a name the namespace had, for when nothing names it any more (its destruction follows the
+    /// removal of its last name).
+    pub fn remember(&mut self, inode: u32, name: &str) {
+        if self.former.len() >= MAX_FORMER {
+            self.former.clear();
+        }
+        self.former.insert(inode, name.to_owned());
     }
 
     /// The current inventory.

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::{
     event::{Event, EventKind, NsType, Syscall},
+    name_watch::NameChange,
     names::Names,
 };
 
@@ -128,9 +129,7 @@ pub fn write(out: &mut impl Write, format: Format, event: &Event, names: &mut Na
 }
 
 fn write_row(out: &mut impl Write, event: &Event, names: &mut Names, clock: &Clock) -> io::Result<()> {
-    let time = humantime::format_rfc3339_millis(clock.wall(event.ts_boot_ns)).to_string();
-    // 2026-11-22T05:15:27.284Z -> 05:15:27.284 (UTC)
-    let time = time.get(11..23).unwrap_or(&time).to_owned();
+    let time = short_time(clock.wall(event.ts_boot_ns));
     let types = shown_types(event);
     let type_names: Vec<&str> = types.iter().map(|t| t.proc_name()).collect();
     let moves: Vec<String> = types
@@ -160,6 +159,66 @@ fn write_row(out: &mut impl Write, event: &Event, names: &mut Names, clock: &Clo
         writeln!(out, "{:<15} {:>7} {:<16} {:<15} {name:<12} {moved}", "", "", "", "")?;
     }
     Ok(())
+}
+
+/// Writes one event as `netns-monitor monitor` shows it: only a namespace's creation and end are lines there
+/// (transitions are `trace`'s).
+pub fn write_lifecycle(
+    out: &mut impl Write,
+    format: Format,
+    event: &Event,
+    names: &mut Names,
+    clock: &Clock,
+) -> io::Result<()> {
+    if format == Format::Json {
+        return write(out, format, event, names, clock);
+    }
+    let time = short_time(clock.wall(event.ts_boot_ns));
+    match event.kind {
+        EventKind::NetnsCreated => {
+            let (_, inode) = event.ns(NsType::Net);
+            writeln!(out, "{time} {:<9} net:[{inode}] by {} {}", "created", event.pid, event.comm)
+        }
+        EventKind::NetnsDestroyed | EventKind::NetnsEndUnknown => {
+            let (inode, _) = event.ns(NsType::Net);
+            let name = names.name(inode).map(|name| format!(" {name}")).unwrap_or_default();
+            let word = if event.kind == EventKind::NetnsDestroyed { "destroyed" } else { "lost" };
+            let unknown =
+                if event.kind == EventKind::NetnsEndUnknown { " (gone before it could be watched)" } else { "" };
+            writeln!(out, "{time} {word:<9} net:[{inode}]{name}{unknown}")
+        }
+        EventKind::Transition(_) => Ok(()),
+    }
+}
+
+/// A name under /run/netns that appeared or went, as `netns-monitor monitor` shows it (`ip netns monitor`'s
+/// `add NAME` and `delete NAME`, with the time and the namespace).
+pub fn write_name_change(out: &mut impl Write, format: Format, change: &NameChange) -> io::Result<()> {
+    let (word, event, name, inode) = match change {
+        NameChange::Added { name, inode } => ("add", "name_added", name, *inode),
+        NameChange::Removed { name, inode } => ("delete", "name_removed", name, *inode),
+    };
+    let now = SystemTime::now();
+    match format {
+        Format::Table => writeln!(out, "{} {word:<9} {name} net:[{inode}]", short_time(now)),
+        Format::Json => {
+            let line = serde_json::json!({
+                "time": humantime::format_rfc3339_micros(now).to_string(),
+                "ts_boot_ns": boottime_ns(),
+                "event": event,
+                "name": name,
+                "inode": inode,
+            });
+            writeln!(out, "{line}")
+        }
+    }
+}
+
+/// `HH:MM:SS.mmm` (UTC).
+fn short_time(time: SystemTime) -> String {
+    let time = humantime::format_rfc3339_millis(time).to_string();
+    // 2026-11-22T05:15:27.284Z -> 05:15:27.284
+    time.get(11..23).unwrap_or(&time).to_owned()
 }
 
 /// One namespace type's inodes in the JSON output.

@@ -10,6 +10,7 @@ use std::{
 use super::{
     event::{Event, EventKind, NsType},
     filter::{Filter, Lineage},
+    name_watch::{NameChange, NameWatch},
     names::Names,
     render::{self, Clock, Format},
 };
@@ -38,6 +39,9 @@ pub struct TraceOptions {
     pub include_agent: bool,
     /// Which hook tier to load.
     pub hooks: crate::bpf::HookChoice,
+    /// `netns-monitor monitor`: names appearing and going under /run/netns, and every network namespace's
+    /// creation and end; no transitions.
+    pub monitor: bool,
 }
 
 /// How a session went.
@@ -59,6 +63,8 @@ pub enum TraceError {
     Events(#[source] io::Error),
     #[error("cannot watch /proc/self/mountinfo for new namespace names")]
     Names(#[source] io::Error),
+    #[error("cannot watch /run/netns for names")]
+    NameWatch(#[source] io::Error),
     #[error("writing the output failed")]
     Output(#[source] io::Error),
 }
@@ -99,11 +105,13 @@ pub async fn run(
     let mut agents = AgentPids::default();
     let mut lineage = Lineage::new(options.filter.clone());
     let clock = Clock::now();
+    let mut watch = if options.monitor { Some(NameWatch::start().map_err(TraceError::NameWatch)?) } else { None };
     // Scripts (and the tests) wait for this line before acting.
     tracing::info!(tracked = tracker.tracked(), tier = probes.hooks.tier.number(), "programs attached; tracing");
 
     let mut summary = Summary::default();
     if options.format == Format::Table
+        && !options.monitor
         && let Err(err) = render::header(out)
     {
         return match output(err) {
@@ -132,6 +140,11 @@ pub async fn run(
                 Some(End::Destroyed(inode)) => batch.push(Event::destroyed(inode, render::boottime_ns())),
                 Some(End::Unknown(inode)) => batch.push(Event::end_unknown(inode, render::boottime_ns())),
                 None => break Err(Stop::Error(TraceError::Lifecycle(LifecycleError::Closed))),
+            },
+            changes = names_changed(&mut watch) => match print_names(changes, &options, Some(&mut names), out, &mut summary) {
+                Ok(true) => {}
+                Ok(false) => break Ok(()),
+                Err(stop) => break Err(stop),
             },
         }
         match handle_batch(
@@ -185,16 +198,84 @@ async fn handle_batch(
         }
         // A namespace's end has no caller of its own: the agent may just have closed its last reference.
         let agent = !options.include_agent && !event.is_end() && agents.is_agent(event.pid);
-        if !lineage.keep(&event) || agent {
+        if !lineage.keep(&event) || agent || (options.monitor && event.syscall().is_some()) {
             continue;
         }
-        render::write(out, options.format, &event, names, clock).map_err(output)?;
+        if options.monitor {
+            render::write_lifecycle(out, options.format, &event, names, clock).map_err(output)?;
+        } else {
+            render::write(out, options.format, &event, names, clock).map_err(output)?;
+        }
         summary.printed += 1;
         if options.count.is_some_and(|count| summary.printed >= count) {
             return Ok(false);
         }
     }
     Ok(true)
+}
+
+/// The next change of the names, if they are watched.
+async fn names_changed(watch: &mut Option<NameWatch>) -> io::Result<Vec<NameChange>> {
+    match watch {
+        Some(watch) => watch.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Prints name changes (remembering removed names in `names`, for the namespace's end that may follow);
+/// `Ok(false)` once `--count` is reached.
+fn print_names(
+    changes: io::Result<Vec<NameChange>>,
+    options: &TraceOptions,
+    mut names: Option<&mut Names>,
+    out: &mut impl Write,
+    summary: &mut Summary,
+) -> Result<bool, Stop> {
+    for change in changes.map_err(|err| Stop::Error(TraceError::NameWatch(err)))? {
+        if let (NameChange::Removed { name, inode }, Some(names)) = (&change, names.as_deref_mut()) {
+            names.remember(*inode, name);
+        }
+        render::write_name_change(out, options.format, &change).map_err(output)?;
+        summary.printed += 1;
+        if options.count.is_some_and(|count| summary.printed >= count) {
+            return Ok(false);
+        }
+    }
+    out.flush().map_err(output)?;
+    Ok(true)
+}
+
+/// `monitor --names-only`: only the names under /run/netns, as `ip netns monitor` (no kernel programs).
+pub async fn monitor_names(
+    options: &TraceOptions,
+    out: &mut impl Write,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Summary, TraceError> {
+    let mut watch = Some(NameWatch::start().map_err(TraceError::NameWatch)?);
+    tracing::info!("watching /run/netns");
+    let deadline = async {
+        match options.duration {
+            Some(duration) => tokio::time::sleep(duration).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(shutdown, deadline);
+    let mut summary = Summary::default();
+    let result = loop {
+        tokio::select! {
+            () = &mut shutdown => break Ok(()),
+            () = &mut deadline => break Ok(()),
+            changes = names_changed(&mut watch) => match print_names(changes, options, None, out, &mut summary) {
+                Ok(true) => {}
+                Ok(false) => break Ok(()),
+                Err(stop) => break Err(stop),
+            },
+        }
+    };
+    match result {
+        Ok(()) | Err(Stop::Done) => Ok(summary),
+        Err(Stop::Error(err)) => Err(err),
+    }
 }
 
 /// Tells the agent's processes from others: `netns-monitor run` by its command line, run as root from a root-owned
