@@ -276,3 +276,63 @@ fn fd_held_namespace_is_listed_by_default() {
     assert!(!skipped.as_array().unwrap().iter().any(|ns| ns["inode"] == held_inode), "--no-fds skips the walk");
     drop(held);
 }
+
+/// `list -o` with lsns's column names gives what `lsns -t net` gives for a namespace both can see: one held by
+/// a process of another user.
+#[test]
+fn lsns_columns_agree_with_lsns() {
+    require_root();
+    let holder = Command::new("unshare")
+        .args(["-n", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sleep", "60"])
+        .spawn()
+        .expect("spawn");
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let holder = Kill(holder);
+    let pid = holder.0.id();
+    wait_until(Duration::from_secs(10), "setpriv to become sleep", || {
+        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe.ends_with("sleep"))
+    });
+    let netns = inode(format!("/proc/{pid}/ns/net"));
+    let lsns: Value = serde_json::from_str(&sh_ok(
+        "lsns",
+        &["-t", "net", "-J", "-o", "NS,NPROCS,PID,PPID,COMMAND,UID,USER,NETNSID,NSFS"],
+    ))
+    .expect("lsns -J");
+    let theirs =
+        lsns["namespaces"].as_array().unwrap().iter().find(|n| n["ns"] == netns).expect("lsns sees it").clone();
+    let columns = "NS,TYPE,NPROCS,PID,PPID,UID,USER,NETNSID,NSFS,PATH";
+    let table = ok(&["list", "-o", columns, "-n"]);
+    let line = table.lines().find(|l| l.starts_with(&format!("{netns} "))).unwrap_or_else(|| panic!("{table}"));
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    let expected = [
+        netns.to_string(),
+        "net".into(),
+        theirs["nprocs"].to_string(),
+        theirs["pid"].to_string(),
+        theirs["ppid"].to_string(),
+        theirs["uid"].to_string(),
+        theirs["user"].as_str().unwrap().into(),
+        theirs["netnsid"].as_str().unwrap().into(),
+        "-".into(),
+        format!("/proc/{pid}/ns/net"),
+    ];
+    assert_eq!(cells, expected, "ours: {line}\nlsns: {theirs}");
+    assert_eq!(theirs["uid"], 65534, "another user's process");
+    let json: Value = serde_json::from_str(&ok(&["list", "--json"])).unwrap();
+    let ours = json.as_array().unwrap().iter().find(|r| r["inode"] == netns).expect("in --json");
+    for (field, lsns_field) in
+        [("pid", "pid"), ("ppid", "ppid"), ("command", "command"), ("uid", "uid"), ("user", "user")]
+    {
+        assert_eq!(ours[field], theirs[lsns_field], "--json keeps {field}");
+    }
+    assert!(ok(&["list", "--output-all", "-n"]).lines().count() >= 2, "--output-all prints rows");
+    let out = netns_monitor_tests::netns::run(&["list", "-o", "NS,NOPE"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown column \"NOPE\""));
+}

@@ -29,7 +29,10 @@ use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, core::C
 use super::topology::Topology;
 use crate::{
     bpf::{KernelCounters, Probes, ProgramStats},
-    inventory::{ContainerHint, Inventory, Namer, ScanOptions},
+    inventory::{
+        ContainerHint, Inventory, Namer, ScanOptions,
+        orphans::{self, Orphans},
+    },
     traffic::counters::{Totals, TrafficMap},
 };
 
@@ -230,6 +233,8 @@ pub struct NetnsRow {
     pub container_runtime: &'static str,
     pub container_id: String,
     pub container_name: String,
+    /// Seconds no process has been in it, while a bind mount holds it ([`crate::inventory::orphans`]).
+    pub orphaned_seconds: Option<u64>,
 }
 
 /// One counted interface.
@@ -287,6 +292,9 @@ impl StateCollector {
             Inventory::default()
         });
         let topology = self.topology.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // The scrape's scan walks no fds: only namespaces held by a mount are judged (see `orphans`).
+        let orphans = Orphans::update_shared(&inventory, false);
+        let clock = orphans::now();
 
         // Namespaces: everything the scan sees, plus any the agent counts interfaces in but cannot see held. The
         // `name` label is the one `list` and `stats` show.
@@ -324,6 +332,7 @@ impl StateCollector {
                     source: ns.map_or("other", |ns| ns.source().as_str()),
                     processes: ns.map_or(0, |ns| ns.pids.len() as u64),
                     interfaces: topology.interfaces_of(inode).count() as u64,
+                    orphaned_seconds: orphans.orphaned_for(inode, clock),
                 }
             })
             .collect();
@@ -394,6 +403,7 @@ enum Samples {
     NetnsInfo,
     NetnsInterfaces,
     NetnsProcesses,
+    NetnsOrphaned,
     NetnsTraffic { bytes: bool, dir: usize },
     Interface { bytes: bool, dir: usize },
     Protocol { bytes: bool, dir: usize },
@@ -482,6 +492,12 @@ const STATE_FAMILIES: &[(&str, &str, &str, Samples)] = {
         ),
         ("netns_monitor_netns_info", "One series per network namespace.", "gauge", NetnsInfo),
         ("netns_monitor_netns_processes", "Processes in the network namespace.", "gauge", NetnsProcesses),
+        (
+            "netns_monitor_netns_orphaned_seconds",
+            "How long the namespace has had no process while a bind mount keeps it alive.",
+            "gauge",
+            NetnsOrphaned,
+        ),
         ("netns_monitor_netns_interfaces", "Veth ends counted in the namespace.", "gauge", NetnsInterfaces),
         ("netns_monitor_events_lost_total", "Transition events dropped on a full ring buffer.", "counter", EventsLost),
         ("netns_monitor_ringbuf_size_bytes", "Size of the event ring buffer.", "gauge", RingbufSize),
@@ -681,6 +697,13 @@ fn write_samples(snapshot: &Snapshot, sorted: &Sorted<'_>, name: &str, samples: 
                 line_u64(out, name, labels, None, ns.processes);
             }
         }
+        Samples::NetnsOrphaned => {
+            for (ns, labels) in &sorted.namespaces {
+                if let Some(secs) = ns.orphaned_seconds {
+                    line_u64(out, name, labels, None, secs);
+                }
+            }
+        }
         Samples::NetnsInterfaces => {
             for (ns, labels) in &sorted.namespaces {
                 line_u64(out, name, labels, None, ns.interfaces);
@@ -839,6 +862,7 @@ mod tests {
             container_runtime: if inode % 2 == 0 { "docker" } else { "" },
             container_id: if inode % 2 == 0 { format!("{inode:064x}") } else { String::new() },
             container_name: if inode % 4 == 0 { "web \"1\"".to_owned() } else { String::new() },
+            orphaned_seconds: (processes == 0).then_some(u64::from(inode % 1000)),
         };
         let iface = |netns, name: &str, device: &str, seed| InterfaceRow {
             netns,
@@ -894,7 +918,10 @@ mod tests {
             let labels: &[&str] = match samples {
                 Samples::Interface { .. } => iface,
                 Samples::Protocol { .. } => proto,
-                Samples::NetnsTraffic { .. } | Samples::NetnsProcesses | Samples::NetnsInterfaces => netns,
+                Samples::NetnsTraffic { .. }
+                | Samples::NetnsProcesses
+                | Samples::NetnsInterfaces
+                | Samples::NetnsOrphaned => netns,
                 Samples::NetnsInfo => {
                     &["netns", "name", "nsid", "source", "container_runtime", "container_id", "container_name"]
                 }
@@ -944,6 +971,11 @@ mod tests {
                 ),
                 Samples::NetnsProcesses => set(&[&inode, &ns.name], ns.processes as f64),
                 Samples::NetnsInterfaces => set(&[&inode, &ns.name], ns.interfaces as f64),
+                Samples::NetnsOrphaned => {
+                    if let Some(secs) = ns.orphaned_seconds {
+                        set(&[&inode, &ns.name], secs as f64);
+                    }
+                }
                 _ => {}
             }
         }
@@ -1027,6 +1059,7 @@ mod tests {
         ));
         assert!(ours.contains("netns_monitor_netns_info{container_id=\"\",container_name=\"\",container_runtime=\"\",name=\"we\\\"ird\\\\na\\nme\",netns=\"4026532301\",nsid=\"3\",source=\"bind-mount\"} 1\n"));
         assert!(ours.contains("netns_monitor_netns_receive_bytes_total{name=\"\",netns=\"4026531833\"} "));
+        assert!(ours.contains("\nnetns_monitor_netns_orphaned_seconds{"), "an orphan in the fixture is exposed");
     }
 
     #[test]

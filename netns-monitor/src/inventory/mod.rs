@@ -11,12 +11,13 @@
 //! Threads that moved to another namespace than their process are not scanned (as `lsns`), nor are
 //! namespaces kept alive only by kernel objects (a socket, a child user namespace).
 //!
-//! Beyond discovery: [`container`] reads a container hint from a process's cgroup path, and [`details`]
-//! asks the kernel for each namespace's NSID and interfaces.
+//! Beyond discovery: [`container`] reads a container hint from a process's cgroup path, [`details`]
+//! asks the kernel for each namespace's NSID and interfaces, and [`orphans`] times namespaces no process uses.
 
 pub mod container;
 pub mod details;
 mod naming;
+pub mod orphans;
 mod scan;
 
 use std::{collections::BTreeMap, path::PathBuf};
@@ -24,7 +25,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 pub use container::ContainerHint;
 pub use details::{Details, details};
 pub use naming::Namer;
-pub use scan::{NETNS_RUN_DIR, ScanOptions, nsfs_inode, parse_ns_link};
+pub use scan::{NETNS_RUN_DIR, ScanOptions, is_netns, nsfs_inode, parse_ns_link};
 
 /// Errors discovering namespaces. Per-process failures (a process that exits mid-scan, or one whose
 /// namespace we may not read) are not errors: they are counted in [`Inventory::unreadable_pids`].

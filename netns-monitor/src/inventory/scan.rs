@@ -247,6 +247,27 @@ fn ns_inode(pid: &str, kind: &str) -> Option<u32> {
     parse_ns_link(link.to_str()?, kind)
 }
 
+/// The network namespace behind an fd whose mount is gone (its link reads "/"), if it is one: on nsfs (the
+/// device of every namespace file) and of type net (`NS_GET_NSTYPE`, Linux 4.11+).
+fn detached_netns(fd: &Path) -> Option<u32> {
+    static NSFS_DEV: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let nsfs = (*NSFS_DEV.get_or_init(|| fs::metadata("/proc/self/ns/net").ok().map(|m| m.dev())))?;
+    let meta = fs::metadata(fd).ok()?;
+    if meta.dev() != nsfs {
+        return None;
+    }
+    let file = File::open(fd).ok()?;
+    is_netns(&file).then(|| u32::try_from(meta.ino()).ok()).flatten()
+}
+
+/// Whether `file` is a network namespace (`ioctl(NS_GET_NSTYPE)`, Linux 4.11+; false for any other file).
+pub fn is_netns(file: &File) -> bool {
+    /// `_IO(0xb7, 0x3)` (include/uapi/linux/nsfs.h).
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd, which `file` keeps open.
+    unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) == libc::CLONE_NEWNET }
+}
+
 /// Network namespaces `pid` holds open fds to.
 fn fd_namespaces(pid: u32) -> Vec<u32> {
     let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -254,8 +275,13 @@ fn fd_namespaces(pid: u32) -> Vec<u32> {
     };
     let mut found: Vec<u32> = dir
         .flatten()
-        .filter_map(|fd| fs::read_link(fd.path()).ok())
-        .filter_map(|link| parse_ns_link(link.to_str()?, "net"))
+        .filter_map(|fd| {
+            let link = fs::read_link(fd.path()).ok()?;
+            let link = link.to_str()?;
+            // An fd opened through a bind mount (`/run/netns/NAME`, a CNI plugin's path) reads as that path,
+            // and as "/" once the mount is gone (`ip netns del` detaches it): then only the fd holds it.
+            if link == "/" { detached_netns(&fd.path()) } else { parse_ns_link(link, "net") }
+        })
         .collect();
     found.sort_unstable();
     found.dedup();

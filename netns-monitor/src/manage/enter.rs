@@ -10,7 +10,7 @@ use std::{
     fs::File,
     io::{self, ErrorKind},
     os::{
-        fd::{AsFd as _, AsRawFd as _},
+        fd::AsFd as _,
         unix::process::{CommandExt as _, ExitStatusExt as _},
     },
     path::{Path, PathBuf},
@@ -24,7 +24,7 @@ use nix::{
 };
 
 use super::{BadInput, exec::ExecError};
-use crate::inventory::{Inventory, InventoryError, ScanOptions, nsfs_inode};
+use crate::inventory::{Inventory, InventoryError, ScanOptions, is_netns, nsfs_inode};
 
 /// `CLONE_NEWTIME` (include/uapi/linux/sched.h; Linux 5.6+), which nix does not name.
 const CLONE_NEWTIME: i32 = 0x80;
@@ -151,9 +151,6 @@ pub struct Opened {
     pub shown: String,
 }
 
-/// `ioctl(NS_GET_NSTYPE)` = `_IO(0xb7, 0x3)` (include/uapi/linux/nsfs.h; Linux 4.11+).
-const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
-
 impl Target {
     /// Opens the network namespace, checking that a path is one.
     pub fn open(&self) -> Result<Opened, ExecError> {
@@ -166,9 +163,7 @@ impl Target {
                     ErrorKind::NotFound => EnterError::NoPath { path: path.clone() },
                     _ => EnterError::OpenPath { path: path.clone(), source },
                 })?;
-                // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd, which `file` keeps open.
-                let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
-                if kind != libc::CLONE_NEWNET {
+                if !is_netns(&file) {
                     return Err(EnterError::NotNetns { path: path.clone() }.into());
                 }
                 let name = path

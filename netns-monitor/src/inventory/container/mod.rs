@@ -17,7 +17,7 @@ pub mod runtimes;
 use std::{cell::OnceCell, fmt, path::PathBuf};
 
 use process::Supervisor;
-pub use process::{parent_of, runs_root_executable, start_time};
+pub use process::{cmdline, parent_of, runs_root_executable, start_time};
 use runtimes::RuncStates;
 
 /// Runtime, id and name of the container a process runs in.

@@ -74,7 +74,8 @@ pub fn runs_root_executable(pid: u32) -> bool {
     root && std::fs::metadata(format!("/proc/{pid}/exe")).is_ok_and(|m| m.uid() == 0 && m.mode() & 0o022 == 0)
 }
 
-fn cmdline(pid: u32) -> Option<Vec<String>> {
+/// The arguments of process `pid` (`/proc/PID/cmdline`), `None` for a kernel thread or a process gone.
+pub fn cmdline(pid: u32) -> Option<Vec<String>> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let args: Vec<String> =
         raw.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
