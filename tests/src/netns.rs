@@ -70,6 +70,16 @@ pub fn ip_netns_list() -> Vec<String> {
     sh_ok("ip", &["netns", "list"]).lines().filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect()
 }
 
+/// A child process killed and reaped on drop (so a failed assertion leaves nothing running).
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Removes a named namespace, its nat/forward rules and host links on drop, with iproute2 and nft.
 pub struct NetnsGuard {
     pub name: String,

@@ -6,7 +6,7 @@
 use std::{
     fs::File,
     path::Path,
-    process::{Child, Command},
+    process::Command,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -14,21 +14,12 @@ use netns_monitor_tests::{
     agent::AgentProcess,
     inode,
     monitoring::{free_port, http},
-    netns::{NetnsGuard, ok, sh_ok, wait_until},
+    netns::{ChildGuard, NetnsGuard, ok, sh_ok, wait_until},
     require_root, unique_name,
 };
 use serde_json::Value;
 
 const STATE: &str = "/run/netns-monitor/orphans";
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn rows(args: &[&str]) -> Vec<Value> {
     let mut full = vec!["list", "--json"];
@@ -54,7 +45,7 @@ async fn orphans_are_timed_flagged_and_exported() {
     }
     let ino = |name: &str| inode(Path::new("/run/netns").join(name));
     let (empty_inode, used_inode, held_inode) = (ino(&empty), ino(&used), ino(&held));
-    let sleeper = Kill(Command::new("ip").args(["netns", "exec", &used, "sleep", "120"]).spawn().expect("spawn"));
+    let sleeper = ChildGuard(Command::new("ip").args(["netns", "exec", &used, "sleep", "120"]).spawn().expect("spawn"));
     let pid = sleeper.0.id().to_string();
     wait_until(Duration::from_secs(10), "sleep to run in the namespace", || {
         sh_ok("ip", &["netns", "pids", &used]).lines().any(|l| l == pid)
@@ -117,7 +108,8 @@ async fn orphans_are_timed_flagged_and_exported() {
     assert!(!body.contains(&format!("orphaned_seconds{{name=\"\",netns=\"{held_inode}\"}}")), "fd-held: not exported");
 
     // A process back in it stops the clock; when it leaves, a new one starts from zero.
-    let visitor = Kill(Command::new("ip").args(["netns", "exec", &empty, "sleep", "120"]).spawn().expect("spawn"));
+    let visitor =
+        ChildGuard(Command::new("ip").args(["netns", "exec", &empty, "sleep", "120"]).spawn().expect("spawn"));
     let visitor_pid = visitor.0.id().to_string();
     wait_until(Duration::from_secs(10), "the visitor to arrive", || {
         sh_ok("ip", &["netns", "pids", &empty]).lines().any(|l| l == visitor_pid)

@@ -286,14 +286,7 @@ fn lsns_columns_agree_with_lsns() {
         .args(["-n", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sleep", "60"])
         .spawn()
         .expect("spawn");
-    struct Kill(Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let holder = Kill(holder);
+    let holder = netns_monitor_tests::netns::ChildGuard(holder);
     let pid = holder.0.id();
     wait_until(Duration::from_secs(10), "setpriv to become sleep", || {
         std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe.ends_with("sleep"))

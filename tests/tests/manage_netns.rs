@@ -5,26 +5,16 @@
 use std::{
     os::unix::process::ExitStatusExt as _,
     path::Path,
-    process::{Child, Command},
+    process::Command,
     sync::{Arc, Barrier},
     time::Duration,
 };
 
 use netns_monitor_tests::{
     inode,
-    netns::{NetnsGuard, cli, fails, ip_netns_list, ok, run, sh, sh_ok, wait_until},
+    netns::{ChildGuard, NetnsGuard, cli, fails, ip_netns_list, ok, run, sh, sh_ok, wait_until},
     require_root, unique_name,
 };
-
-/// Kills and reaps the child on drop.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn run_dir_entry(name: &str) -> bool {
     Path::new("/run/netns").join(name).symlink_metadata().is_ok()

@@ -235,7 +235,12 @@ pub struct NetnsRow {
     pub container_name: String,
     /// Seconds no process has been in it, while a bind mount holds it ([`crate::inventory::orphans`]).
     pub orphaned_seconds: Option<u64>,
+    /// Processes that got into it, by syscall in `Syscall::ALL`'s order ([`crate::lifecycle::arrivals`]).
+    pub arrivals: [u64; 4],
 }
+
+/// `Syscall::ALL` indices in the order of their names (the exposition sorts series by label value).
+const SYSCALLS_SORTED: [(&str, usize); 4] = [("clone", 2), ("clone3", 3), ("setns", 0), ("unshare", 1)];
 
 /// One counted interface.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -333,6 +338,7 @@ impl StateCollector {
                     processes: ns.map_or(0, |ns| ns.pids.len() as u64),
                     interfaces: topology.interfaces_of(inode).count() as u64,
                     orphaned_seconds: orphans.orphaned_for(inode, clock),
+                    arrivals: topology.arrivals.get(&inode).copied().unwrap_or_default(),
                 }
             })
             .collect();
@@ -404,6 +410,7 @@ enum Samples {
     NetnsInterfaces,
     NetnsProcesses,
     NetnsOrphaned,
+    NetnsArrivals,
     NetnsTraffic { bytes: bool, dir: usize },
     Interface { bytes: bool, dir: usize },
     Protocol { bytes: bool, dir: usize },
@@ -492,6 +499,12 @@ const STATE_FAMILIES: &[(&str, &str, &str, Samples)] = {
         ),
         ("netns_monitor_netns_info", "One series per network namespace.", "gauge", NetnsInfo),
         ("netns_monitor_netns_processes", "Processes in the network namespace.", "gauge", NetnsProcesses),
+        (
+            "netns_monitor_netns_arrivals_total",
+            "Processes that entered the namespace (setns, unshare) or were created in it (clone, clone3).",
+            "counter",
+            NetnsArrivals,
+        ),
         (
             "netns_monitor_netns_orphaned_seconds",
             "How long the namespace has had no process while a bind mount keeps it alive.",
@@ -697,6 +710,15 @@ fn write_samples(snapshot: &Snapshot, sorted: &Sorted<'_>, name: &str, samples: 
                 line_u64(out, name, labels, None, ns.processes);
             }
         }
+        Samples::NetnsArrivals => {
+            for (ns, labels) in &sorted.namespaces {
+                for (syscall, index) in SYSCALLS_SORTED {
+                    if ns.arrivals[index] > 0 {
+                        line_u64(out, name, labels, Some(("syscall", syscall)), ns.arrivals[index]);
+                    }
+                }
+            }
+        }
         Samples::NetnsOrphaned => {
             for (ns, labels) in &sorted.namespaces {
                 if let Some(secs) = ns.orphaned_seconds {
@@ -863,6 +885,7 @@ mod tests {
             container_id: if inode % 2 == 0 { format!("{inode:064x}") } else { String::new() },
             container_name: if inode % 4 == 0 { "web \"1\"".to_owned() } else { String::new() },
             orphaned_seconds: (processes == 0).then_some(u64::from(inode % 1000)),
+            arrivals: if processes > 0 { [processes, 0, 3, 1] } else { [0; 4] },
         };
         let iface = |netns, name: &str, device: &str, seed| InterfaceRow {
             netns,
@@ -922,6 +945,7 @@ mod tests {
                 | Samples::NetnsProcesses
                 | Samples::NetnsInterfaces
                 | Samples::NetnsOrphaned => netns,
+                Samples::NetnsArrivals => &["netns", "name", "syscall"],
                 Samples::NetnsInfo => {
                     &["netns", "name", "nsid", "source", "container_runtime", "container_id", "container_name"]
                 }
@@ -974,6 +998,13 @@ mod tests {
                 Samples::NetnsOrphaned => {
                     if let Some(secs) = ns.orphaned_seconds {
                         set(&[&inode, &ns.name], secs as f64);
+                    }
+                }
+                Samples::NetnsArrivals => {
+                    for (syscall, index) in SYSCALLS_SORTED {
+                        if ns.arrivals[index] > 0 {
+                            set(&[&inode, &ns.name, syscall], ns.arrivals[index] as f64);
+                        }
                     }
                 }
                 _ => {}
@@ -1060,6 +1091,7 @@ mod tests {
         assert!(ours.contains("netns_monitor_netns_info{container_id=\"\",container_name=\"\",container_runtime=\"\",name=\"we\\\"ird\\\\na\\nme\",netns=\"4026532301\",nsid=\"3\",source=\"bind-mount\"} 1\n"));
         assert!(ours.contains("netns_monitor_netns_receive_bytes_total{name=\"\",netns=\"4026531833\"} "));
         assert!(ours.contains("\nnetns_monitor_netns_orphaned_seconds{"), "an orphan in the fixture is exposed");
+        assert!(ours.contains(",syscall=\"clone3\"} 1\n"), "arrivals by syscall");
     }
 
     #[test]

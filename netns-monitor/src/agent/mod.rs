@@ -39,12 +39,18 @@ use self::{
 use crate::{
     bpf::{BpfError, Direction, LoadOptions, Probes, error_chain},
     inventory::{Inventory, InventoryError, ScanOptions, nsfs_inode},
-    lifecycle::{End, LifecycleError, Tracker},
+    lifecycle::{
+        End, LifecycleError, Tracker,
+        arrivals::{self, Arrivals},
+    },
     manage::{
         autoname::{self, Change},
         rtnl::{Within, in_netns},
     },
-    trace::event::{Event, EventKind, NsType},
+    trace::{
+        event::{Event, EventKind, NsType, Syscall},
+        render::Clock,
+    },
     traffic::{
         TrafficError,
         attach::Attachments,
@@ -98,7 +104,14 @@ pub struct Agent {
     last_resolve: Option<std::time::Instant>,
     /// Container names kept under /run/netns (see [`Agent::name_containers`]).
     naming: Naming,
+    /// Who got into each namespace ([`crate::lifecycle::arrivals`]), and whether the state file is behind.
+    arrivals: Arrivals,
+    arrivals_dirty: bool,
+    clock: Clock,
 }
+
+/// How long new arrivals may wait before the state file is written (a burst costs one write).
+const ARRIVALS_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The state of `--name-containers`: whether it is on, and whether a namespace came or went since the names
 /// were last reconciled.
@@ -182,7 +195,16 @@ impl Agent {
             own_netns,
             last_resolve: None,
             naming: Naming::default(),
+            arrivals: Arrivals::default(),
+            arrivals_dirty: false,
+            clock: Clock::now(),
         };
+        // A previous agent's records, for the namespaces that are provably still the same.
+        agent.arrivals = Arrivals::load(std::path::Path::new(arrivals::STATE_FILE));
+        agent.arrivals.keep_proven();
+        // Written now, so that what the CLI reads from here on is this agent's.
+        agent.arrivals_dirty = true;
+        agent.save_arrivals();
         agent.sync_untracked(0);
         let phase = std::time::Instant::now();
         agent.rescan(inventory);
@@ -249,13 +271,22 @@ impl Agent {
         tokio::pin!(shutdown);
         let mut batch = Vec::new();
         let mut naming_at = None;
+        let mut save_at = None;
         loop {
             if self.naming.dirty && naming_at.is_none() {
                 naming_at = Some(tokio::time::Instant::now() + NAMING_DELAY);
             }
+            if self.arrivals_dirty && save_at.is_none() {
+                save_at = Some(tokio::time::Instant::now() + ARRIVALS_DELAY);
+            }
             let naming = tokio::time::sleep_until(naming_at.unwrap_or_else(tokio::time::Instant::now));
+            let save = tokio::time::sleep_until(save_at.unwrap_or_else(tokio::time::Instant::now));
             tokio::select! {
                 () = &mut shutdown => break,
+                () = save, if save_at.is_some() => {
+                    save_at = None;
+                    self.save_arrivals();
+                }
                 () = naming, if naming_at.is_some() => {
                     naming_at = None;
                     self.reconcile_names();
@@ -283,6 +314,7 @@ impl Agent {
                 }
             }
         }
+        self.save_arrivals();
         let what = if crate::traffic::attach::tcx_available() { "pinned TCX links" } else { "clsact/cls_bpf filters" };
         let (pinned, pin_dir) = {
             let probes = self.probes.lock().unwrap_or_else(|p| p.into_inner());
@@ -321,6 +353,13 @@ impl Agent {
                     let errno = format!("{:?}", nix::errno::Errno::from_raw(errno));
                     self.looped.transition_errors.with_label_values(&[syscall.name(), &errno]).inc();
                 }
+                if event.pid != std::process::id()
+                    && let Some(inode) = self.arrivals.record(event, self.clock.wall(event.ts_boot_ns))
+                {
+                    self.arrivals_dirty = true;
+                    let counts = arrival_counts(&self.arrivals, inode);
+                    self.topology.lock().unwrap_or_else(|p| p.into_inner()).arrivals.insert(inode, counts);
+                }
             }
             EventKind::NetnsCreated => {
                 self.looped.created.inc();
@@ -351,6 +390,10 @@ impl Agent {
 
     fn on_destroyed(&mut self, inode: u32) {
         self.looped.destroyed.inc();
+        if self.arrivals.namespaces.contains_key(&inode) {
+            self.arrivals.forget(inode);
+            self.arrivals_dirty = true;
+        }
         self.naming.dirty |= self.naming.enabled;
         self.paths.remove(&inode);
         if let Err(err) = self.attachments.remove_netns(inode) {
@@ -581,7 +624,20 @@ impl Agent {
         }
         let interfaces = self.attachments.attached().iter().map(|(k, a)| (*k, a.name.clone())).collect();
         let nsids = self.tracker.nsids().collect();
-        *self.topology.lock().unwrap_or_else(|p| p.into_inner()) = Topology { interfaces, nsids };
+        let arrivals =
+            self.arrivals.namespaces.keys().map(|&inode| (inode, arrival_counts(&self.arrivals, inode))).collect();
+        *self.topology.lock().unwrap_or_else(|p| p.into_inner()) = Topology { interfaces, nsids, arrivals };
+    }
+
+    /// Writes who got into each namespace for the CLI (`list --who`, `stats --who`).
+    fn save_arrivals(&mut self) {
+        if !self.arrivals_dirty {
+            return;
+        }
+        self.arrivals_dirty = false;
+        if let Err(err) = self.arrivals.save(std::path::Path::new(arrivals::STATE_FILE)) {
+            tracing::warn!(error = %err, path = arrivals::STATE_FILE, "cannot save who entered each namespace");
+        }
     }
 
     fn sync_untracked(&self, before: u64) {
@@ -623,4 +679,10 @@ fn attach_one(
 /// Runs the agent until `shutdown` resolves (metrics served by the caller, see [`Agent::metrics`]).
 pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     Agent::start(&options).await?.run(shutdown).await
+}
+
+/// A namespace's arrivals by syscall, in [`Syscall::ALL`]'s order, for the scrape.
+fn arrival_counts(arrivals: &Arrivals, inode: u32) -> [u64; 4] {
+    let record = arrivals.namespaces.get(&inode);
+    Syscall::ALL.map(|syscall| record.and_then(|r| r.counts.get(syscall.name())).copied().unwrap_or(0))
 }

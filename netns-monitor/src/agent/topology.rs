@@ -12,6 +12,8 @@ pub struct Topology {
     pub interfaces: BTreeMap<TrafficKey, String>,
     /// Netns ids in the agent's namespace, by inode.
     pub nsids: BTreeMap<u32, i32>,
+    /// Processes that got into each namespace, by syscall in `Syscall::ALL`'s order (`lifecycle::arrivals`).
+    pub arrivals: BTreeMap<u32, [u64; 4]>,
 }
 
 impl Topology {

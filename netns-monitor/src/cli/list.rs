@@ -7,10 +7,13 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::UsageError;
-use crate::inventory::{
-    self, ContainerHint, Inventory, Namer, ScanOptions, Source,
-    container::{cmdline, parent_of},
-    orphans::{self, Orphans},
+use crate::{
+    inventory::{
+        self, ContainerHint, Inventory, Namer, ScanOptions, Source,
+        container::{cmdline, parent_of},
+        orphans::{self, Orphans},
+    },
+    lifecycle::arrivals::NetnsArrivals,
 };
 
 #[derive(Debug, Args)]
@@ -33,6 +36,8 @@ Columns (-o, comma-separated, case-insensitive; +COLS adds to the default set):
   CONTAINER      runtime and short id, from the processes' cgroup
   ORPHANED       how long no process has been in it (it is held by a mount or an fd only)
   LEAK           ORPHANED, once it is --leak-after or longer (- otherwise)
+  WHO            the latest process that entered it or was created in it (COMM[PID] SYSCALL TIME), and how
+                 many more did, as the agent recorded them (--who adds it)
 Default: INODE,NAME,NSID,NAMES,PROCS,INTERFACES,SOURCE,CONTAINER,LEAK.
 
 Orphan clocks start at the first look that finds a namespace without processes (list's, or the agent's scrape) \
@@ -50,6 +55,13 @@ pub struct ListArgs {
     /// Leave the header line out.
     #[arg(short = 'n', long)]
     pub noheadings: bool,
+    /// Who got into each namespace: the processes that entered it or were created in it, as the running agent
+    /// records them (a WHO column; `arrivals` in --json).
+    #[arg(long)]
+    pub who: bool,
+    /// Where the agent pins its maps (to tell whether it runs, for --who).
+    #[arg(long, value_name = "DIR", default_value = crate::bpf::DEFAULT_PIN_DIR, hide_short_help = true)]
+    pub pin_dir: std::path::PathBuf,
     /// Only leaked namespaces: no process in them for --leak-after or longer.
     #[arg(long)]
     pub leaked: bool,
@@ -91,6 +103,9 @@ struct Row {
     orphaned_seconds: Option<u64>,
     /// Orphaned for --leak-after or longer.
     leaked: bool,
+    /// With --who: the processes that got into it (counts by syscall, the latest ones).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arrivals: Option<NetnsArrivals>,
 }
 
 const DEFAULT: &str = "INODE,NAME,NSID,NAMES,PROCS,INTERFACES,SOURCE,CONTAINER,LEAK";
@@ -114,6 +129,7 @@ const ALL: &[&str] = &[
     "CONTAINER",
     "ORPHANED",
     "LEAK",
+    "WHO",
 ];
 /// lsns's names for columns we have under another name, or print its way.
 const ALIASES: &[&str] = &["NS", "NPROCS", "NETNSID"];
@@ -140,7 +156,11 @@ fn columns(output: Option<&str>, all: bool) -> Result<Vec<String>, UsageError> {
 }
 
 pub fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
-    let columns = columns(args.output.as_deref(), args.output_all)?;
+    let mut columns = columns(args.output.as_deref(), args.output_all)?;
+    if args.who && !columns.iter().any(|c| c == "WHO") {
+        columns.push("WHO".to_owned());
+    }
+    let who = (args.who || columns.iter().any(|c| c == "WHO")).then(|| super::who::load(&args.pin_dir));
     // Every namespace, as `list` promises: one held only by a file descriptor is a namespace too.
     let inventory = Inventory::scan(&ScanOptions { fds: !args.no_fds }).context("cannot list the namespaces")?;
     let orphans = Orphans::update_shared(&inventory, !args.no_fds);
@@ -182,6 +202,7 @@ pub fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
                 }),
                 orphaned_seconds,
                 leaked: orphaned_seconds.is_some_and(|secs| secs >= leak_after),
+                arrivals: who.as_ref().map(|who| who.namespaces.get(&ns.inode).cloned().unwrap_or_default()),
             }
         })
         .filter(|row| !args.leaked || row.leaked)
@@ -235,6 +256,7 @@ fn cell(row: &Row, column: &str) -> String {
         "CONTAINER" => or_dash(row.container.as_ref().map(ToString::to_string)),
         "ORPHANED" => or_dash(row.orphaned_seconds.map(orphans::short_duration)),
         "LEAK" => or_dash(row.orphaned_seconds.filter(|_| row.leaked).map(orphans::short_duration)),
+        "WHO" => super::who::cell(row.arrivals.as_ref()),
         _ => dash(),
     }
 }

@@ -14,6 +14,7 @@ mod stats;
 mod table;
 mod trace;
 mod unload;
+mod who;
 
 use std::process::ExitCode;
 

@@ -10,6 +10,7 @@ use super::UsageError;
 use crate::{
     bpf::DEFAULT_PIN_DIR,
     inventory::{Inventory, Namer, ScanOptions},
+    lifecycle::arrivals::NetnsArrivals,
     manage::rtnl::in_netns,
     traffic::{
         counters::{Totals, TrafficMap},
@@ -27,6 +28,10 @@ pub struct StatsArgs {
     /// Print one JSON document (an array of namespaces with their interfaces) instead of a table.
     #[arg(long)]
     json: bool,
+    /// Who got into each namespace: the processes that entered it or were created in it, as the agent
+    /// records them (a WHO column; `arrivals` in --json). The answer to "traffic jumped here: who got in?".
+    #[arg(long)]
+    who: bool,
     /// Where the agent pins its maps.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
@@ -67,6 +72,9 @@ struct Namespace {
     rx: Pair,
     tx: Pair,
     interfaces: Vec<Interface>,
+    /// With --who: the processes that got into it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arrivals: Option<NetnsArrivals>,
 }
 
 fn direction(totals: &Totals, dir: usize) -> Direction {
@@ -114,6 +122,7 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
         by_netns.entry(inode).or_default();
     }
     let namer = Namer::new();
+    let who = args.who.then(|| super::who::load(&args.pin_dir));
     let namespaces: Vec<Namespace> = by_netns
         .into_iter()
         .map(|(netns, mut interfaces)| {
@@ -144,6 +153,7 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
                         tx: direction(totals, DIR_EGRESS),
                     })
                     .collect(),
+                arrivals: who.as_ref().map(|who| who.namespaces.get(&netns).cloned().unwrap_or_default()),
             }
         })
         .collect();
@@ -167,7 +177,7 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
         super::table::print(["NETNS", "NAME", "DEVICE", "RX_BYTES", "RX_PACKETS", "TX_BYTES", "TX_PACKETS"], rows);
     } else {
         let rows = namespaces.iter().map(|ns| {
-            [
+            let mut row = vec![
                 ns.netns.to_string(),
                 display_name(ns),
                 ns.interfaces.len().to_string(),
@@ -175,9 +185,18 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
                 ns.rx.packets.to_string(),
                 ns.tx.bytes.to_string(),
                 ns.tx.packets.to_string(),
-            ]
+            ];
+            if args.who {
+                row.push(super::who::cell(ns.arrivals.as_ref()));
+            }
+            row
         });
-        super::table::print(["NETNS", "NAME", "IFACES", "RX_BYTES", "RX_PACKETS", "TX_BYTES", "TX_PACKETS"], rows);
+        let mut header: Vec<String> =
+            ["NETNS", "NAME", "IFACES", "RX_BYTES", "RX_PACKETS", "TX_BYTES", "TX_PACKETS"].map(str::to_owned).to_vec();
+        if args.who {
+            header.push("WHO".to_owned());
+        }
+        super::table::print_rows(Some(header), rows);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -24,6 +24,7 @@
 //! one that is gone from every path userspace can reach (a name, a bind mount, a process, an fd) cannot get an
 //! id: it is counted in [`Tracker::untracked`] and reported as [`End::Unknown`], never silently.
 
+pub mod arrivals;
 pub mod handle;
 pub mod nsid;
 
