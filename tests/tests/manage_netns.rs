@@ -308,7 +308,7 @@ fn exec_reaches_a_namespace_by_path_pid_and_inode() {
     assert!(fails(&["exec", "/nonexistent/ns", "true"], 2).contains("/nonexistent/ns does not exist"));
     assert!(fails(&["exec", &name, "--type", "mnt", "true"], 2).contains("needs --pid"));
     assert!(fails(&["exec", "--pid", &pid, "--type", "net,mount", "true"], 2).contains("unknown namespace type"));
-    assert!(fails(&["exec", "--pid", &pid], 2).contains("no command given"));
+    assert!(fails(&["exec", "--pid", &pid], 2).contains("a command is required"));
     assert!(fails(&["exec", "--pid", "99999999", "true"], 2).contains("process 99999999 does not exist"));
 }
 

@@ -611,7 +611,7 @@ fn without_root_each_verb_says_what_it_needs_and_does_nothing() {
     let name = unique_name("nsm-noroot");
     let _guard = netns::NetnsGuard::new(&name);
     let cli = netns::cli_path();
-    let verbs: [&[&str]; 9] = [
+    let verbs: [&[&str]; 10] = [
         &["list"],
         &["pids", "x"],
         &["add", &name],
@@ -621,6 +621,7 @@ fn without_root_each_verb_says_what_it_needs_and_does_nothing() {
         &["monitor", "--count", "1"],
         &["set", &name, "auto"],
         &["list-id"],
+        &["top"],
     ];
     for args in verbs {
         let out = std::process::Command::new("setpriv")

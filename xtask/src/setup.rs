@@ -29,9 +29,20 @@ pub(crate) const KERNELS_PACKAGES: &[&str] =
 /// agent with chosen capabilities, and `bpftool` for the kernel's own list of BPF links, programs and maps);
 /// independent HTTP and TLS clients for the metrics endpoint (`curl`, and `openssl s_client`, which still
 /// speaks TLS 1.0/1.1); and for the monitoring and deployment files `prometheus` (the server and `promtool`),
-/// `systemd` (`systemd-analyze`) and `python3-venv` (the virtual environment for kubernetes-validate).
-const TEST_PACKAGES: &[&str] =
-    &["iproute2", "util-linux", "nftables", "bpftool", "curl", "openssl", "prometheus", "systemd", "python3-venv"];
+/// `systemd` (`systemd-analyze`), `python3-venv` (the virtual environment for kubernetes-validate) and `tmux` (a
+/// terminal that `top` runs in, driven with send-keys and read with capture-pane).
+const TEST_PACKAGES: &[&str] = &[
+    "iproute2",
+    "util-linux",
+    "nftables",
+    "bpftool",
+    "curl",
+    "openssl",
+    "prometheus",
+    "systemd",
+    "python3-venv",
+    "tmux",
+];
 /// Debian packages of the real-container tests (tests/tests/containers.rs, fixtures in tests/src/containers/):
 /// the runtimes (Docker, containerd's `ctr`, runc, Podman with its conmon, LXC); the CNI plugins (bridge,
 /// host-local) of Podman's network, only a Recommends; `dnsmasq-base` for the DHCP of `lxc-net`; and

@@ -12,6 +12,7 @@ mod nsid;
 mod run;
 mod stats;
 mod table;
+mod top;
 mod trace;
 mod unload;
 mod who;
@@ -50,6 +51,10 @@ pub enum Command {
     /// Watch names under /run/netns come and go (as `ip netns monitor`) and every network namespace the kernel
     /// creates or destroys, named or not, until Ctrl-C (or --count / --duration).
     Monitor(monitor::MonitorArgs),
+    /// A live view of every namespace: processes, traffic rates, who got in; sortable and filterable (q quits).
+    ///
+    /// Reads the agent's pinned counters and records (no HTTP); needs a terminal.
+    Top(top::TopArgs),
     /// Per-namespace traffic counted by the agent's classifiers, read from the pinned maps (no Prometheus
     /// needed). Counters keep counting while the agent is down.
     Stats(stats::StatsArgs),
@@ -130,6 +135,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Trace(args) => runtime()?.block_on(trace::run(args)),
         Command::Monitor(args) => runtime()?.block_on(monitor::run(args)),
         Command::Stats(args) => stats::stats(args),
+        Command::Top(args) => top::top(args),
         Command::Unload(args) => unload::unload(args),
         Command::Add(args) => netns::add(args),
         Command::Del(args) => netns::del(args),
@@ -167,6 +173,9 @@ fn needs(command: &Command) -> Option<(&'static str, &'static [Capability], &'st
             ("trace", &[CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN], "to load and attach the kernel programs")
         }
         Command::Stats(_) => ("stats", &[CAP_BPF, CAP_SYS_ADMIN], "to read the agent's pinned maps"),
+        Command::Top(_) => {
+            ("top", &[CAP_BPF, CAP_SYS_ADMIN, CAP_SYS_PTRACE], "to read the agent's pinned maps and every process")
+        }
         Command::Unload(_) => ("unload", &[CAP_BPF, CAP_SYS_ADMIN, CAP_NET_ADMIN], "to remove pins and delete filters"),
         Command::List(_) => ("list", INVENTORY, INVENTORY_WHY),
         Command::Pids(_) => ("pids", INVENTORY, INVENTORY_WHY),

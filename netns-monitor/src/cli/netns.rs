@@ -129,7 +129,7 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
         target => target,
     };
     if command.is_empty() {
-        return Err(UsageError("no command given (netns-monitor exec TARGET -- CMD [ARGS...])".into()).into());
+        return Err(UsageError("a command is required: netns-monitor exec TARGET -- CMD [ARGS...]".into()).into());
     }
     let types = enter::parse_types(&types).map_err(classify)?;
     if types.is_empty() {
