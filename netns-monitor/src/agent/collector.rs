@@ -337,7 +337,11 @@ impl StateCollector {
                     source: ns.map_or("other", |ns| ns.source().as_str()),
                     processes: ns.map_or(0, |ns| ns.pids.len() as u64),
                     interfaces: topology.interfaces_of(inode).count() as u64,
-                    orphaned_seconds: orphans.orphaned_for(inode, clock),
+                    // Only namespaces a mount holds: the scan walks no fds, so it cannot tell an fd-held one
+                    // from one gone (see `orphans`).
+                    orphaned_seconds: ns
+                        .filter(|ns| ns.pids.is_empty() && !(ns.names.is_empty() && ns.bind_mounts.is_empty()))
+                        .and_then(|_| orphans.orphaned_for(inode, clock)),
                     arrivals: topology.arrivals.get(&inode).copied().unwrap_or_default(),
                 }
             })

@@ -90,7 +90,7 @@ A network namespace alone is entered as ip netns exec does (private mounts, /sys
 entered as they are, mounts included. The command replaces netns-monitor, unless a PID namespace is entered or \
 --all is given: then it runs as a child and every signal sent to netns-monitor (SIGTERM, SIGINT, SIGHUP, \
 SIGQUIT, SIGUSR1, SIGUSR2) is passed on. The exit status is the command's (with --all: 1 if any failed); a \
-command killed by a signal makes netns-monitor die of the same signal.")]
+command killed by a signal makes netns-monitor die of the same signal (one that dumps core: exit 128+N).")]
 pub struct ExecArgs {
     /// Namespace to run the command in: a name under /run/netns, or a path to an nsfs file (any argument with a
     /// '/', such as Docker's /run/docker/netns/ID or /proc/PID/ns/net).
@@ -122,6 +122,13 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     let flagged = pid.is_some() || inode.is_some() || all;
     // NAME|PATH is optional, so with --pid/--inode/--all clap hands the command's first word to it.
     let target = match target {
+        // Given before `--`, the word was meant as the namespace: two targets.
+        Some(word) if flagged && before_double_dash(&word) => {
+            return Err(UsageError(format!(
+                "{word:?} names a namespace, and so does --pid, --inode or --all: give one"
+            ))
+            .into());
+        }
         Some(word) if flagged => {
             command.insert(0, word.into());
             None
@@ -131,7 +138,8 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     if command.is_empty() {
         return Err(UsageError("a command is required: netns-monitor exec TARGET -- CMD [ARGS...]".into()).into());
     }
-    let types = enter::parse_types(&types).map_err(classify)?;
+    let spec = types;
+    let types = enter::parse_types(&spec).map_err(classify)?;
     if types.is_empty() {
         return Err(UsageError("--type names no namespace type".into()).into());
     }
@@ -143,7 +151,8 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     }
     let target = match (target, pid, inode) {
         (_, Some(pid), _) if types != ["net"] => {
-            let status = enter::enter_process(pid, &types, &command).map_err(classify)?;
+            let all = spec.split(',').any(|t| t.trim() == "all");
+            let status = enter::enter_process(pid, &types, all, &command).map_err(classify)?;
             return Ok(enter::exit_like(status));
         }
         (_, Some(pid), _) => Target::Pid(pid),
@@ -162,6 +171,13 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     };
     let opened = target.open().map_err(classify)?;
     match exec::exec_in(opened.file, opened.name.as_deref(), &opened.shown, &command).map_err(classify)? {}
+}
+
+/// Whether `word` appears on the command line before a `--` (which there is).
+fn before_double_dash(word: &str) -> bool {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let dash = args.iter().position(|a| a == "--");
+    dash.is_some_and(|dash| args[..dash].iter().any(|a| a == word))
 }
 
 fn exec_all(command: &[OsString]) -> anyhow::Result<ExitCode> {

@@ -4,8 +4,12 @@
 //!
 //! The kernel keeps no record of when a namespace's last process left, so the time is observed: the first scan
 //! that finds a namespace orphaned starts its clock, in a small state file that `list` and the agent share
-//! ([`STATE_FILE`], on tmpfs: a reboot ends every namespace too). A line is `INODE SINCE HOW`: `SINCE` in
-//! seconds since the epoch, `HOW` `mount` or `fd`, the weakest hold seen. The agent's per-scrape scan does not
+//! ([`STATE_FILE`], on tmpfs: a reboot ends every namespace too), updated under a lock. A line is
+//! `INODE SINCE HOW STAMP`: `SINCE` in seconds since the epoch, `HOW` `mount` or `fd`, the weakest hold seen, and
+//! `STAMP` the change time of the namespace's nsfs inode in nanoseconds (set when the kernel made the inode for
+//! the first path that led to it, and kept while a mount or an fd holds it): inodes are reused as soon as a
+//! namespace is gone, and a new namespace behind an old inode (`ip netns del a; ip netns add b` between two
+//! looks) has another stamp, so its clock starts afresh. The agent's per-scrape scan does not
 //! walk file descriptors (too costly at every scrape), so it keeps `fd` lines it cannot see and judges only
 //! the namespaces it sees; `list` walks them and judges all.
 
@@ -54,7 +58,15 @@ impl Hold {
 /// When each orphaned namespace was first seen orphaned.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Orphans {
-    since: BTreeMap<u32, (u64, Hold)>,
+    since: BTreeMap<u32, (u64, Hold, i64)>,
+}
+
+/// The change time of the nsfs inode behind whatever holds `ns`, in nanoseconds (0 if none can be read).
+fn stamp(ns: &Netns) -> i64 {
+    use std::os::unix::fs::MetadataExt as _;
+    ns.open_path()
+        .and_then(|path| std::fs::metadata(path).ok())
+        .map_or(0, |m| m.ctime().saturating_mul(1_000_000_000).saturating_add(m.ctime_nsec()))
 }
 
 /// Seconds since the epoch now.
@@ -77,7 +89,8 @@ impl Orphans {
                     "fd" => Hold::Fd,
                     _ => return None,
                 };
-                Some((inode, (since, hold)))
+                let stamp = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+                Some((inode, (since, hold, stamp)))
             })
             .collect();
         Self { since }
@@ -88,14 +101,20 @@ impl Orphans {
     /// not, the `fd` clocks of namespaces it did not see are kept. Returns whether anything changed.
     pub fn observe(&mut self, inventory: &Inventory, fds_walked: bool, now: u64) -> bool {
         let before = self.since.clone();
-        self.since.retain(|inode, (_, hold)| match inventory.get(*inode) {
+        self.since.retain(|inode, (_, hold, _)| match inventory.get(*inode) {
             Some(ns) => Hold::of(ns).is_some(),
             None => !fds_walked && *hold == Hold::Fd,
         });
         for ns in inventory.namespaces.values() {
             if let Some(hold) = Hold::of(ns) {
-                let entry = self.since.entry(ns.inode).or_insert((now, hold));
+                let stamp = stamp(ns);
+                let entry = self.since.entry(ns.inode).or_insert((now, hold, stamp));
+                if entry.2 != stamp && entry.2 != 0 && stamp != 0 {
+                    // Another namespace with the inode of one that is gone.
+                    entry.0 = now;
+                }
                 entry.1 = hold;
+                entry.2 = stamp;
             }
         }
         self.since != before
@@ -103,12 +122,12 @@ impl Orphans {
 
     /// Seconds the namespace has been orphaned, as of `now`; `None` if it is not (known to be) orphaned.
     pub fn orphaned_for(&self, inode: u32, now: u64) -> Option<u64> {
-        self.since.get(&inode).map(|(since, _)| now.saturating_sub(*since))
+        self.since.get(&inode).map(|(since, ..)| now.saturating_sub(*since))
     }
 
     /// Every orphaned namespace's inode and seconds orphaned.
     pub fn iter(&self, now: u64) -> impl Iterator<Item = (u32, u64)> + '_ {
-        self.since.iter().map(move |(inode, (since, _))| (*inode, now.saturating_sub(*since)))
+        self.since.iter().map(move |(inode, (since, ..))| (*inode, now.saturating_sub(*since)))
     }
 
     /// Writes the state file (a new file renamed over the old, so that a reader never sees half of it).
@@ -116,8 +135,11 @@ impl Orphans {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let text: String =
-            self.since.iter().map(|(inode, (since, hold))| format!("{inode} {since} {}\n", hold.as_str())).collect();
+        let text: String = self
+            .since
+            .iter()
+            .map(|(inode, (since, hold, stamp))| format!("{inode} {since} {} {stamp}\n", hold.as_str()))
+            .collect();
         let temporary = path.with_extension(format!("tmp.{}", std::process::id()));
         std::fs::write(&temporary, text)?;
         std::fs::rename(&temporary, path).inspect_err(|_| {
@@ -130,6 +152,9 @@ impl Orphans {
     /// a read-only /run, or a user without the right to it).
     pub fn update_shared(inventory: &Inventory, fds_walked: bool) -> Self {
         let path = Path::new(STATE_FILE);
+        // `list` and the agent update the file in turn: without the lock, one's save would drop what the other
+        // just added, restarting those clocks. Released when `_lock` closes.
+        let _lock = lock(&path.with_extension("lock"));
         let mut orphans = Self::load(path);
         if orphans.observe(inventory, fds_walked, now())
             && let Err(err) = orphans.save(path)
@@ -139,6 +164,16 @@ impl Orphans {
         }
         orphans
     }
+}
+
+/// An exclusive `flock` on `path` (created if missing), held while the file stays open; `None` if it cannot be
+/// had (a read-only /run): the update then goes ahead unlocked.
+fn lock(path: &Path) -> Option<std::fs::File> {
+    use std::os::fd::AsRawFd as _;
+    std::fs::create_dir_all(path.parent()?).ok()?;
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).ok()?;
+    // SAFETY: flock on a descriptor `file` owns; the lock goes with the descriptor.
+    (unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0).then_some(file)
 }
 
 /// `3d4h`, `2h5m`, `4m10s`, `42s`: a duration at a glance.

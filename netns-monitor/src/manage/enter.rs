@@ -2,7 +2,7 @@
 //! it, by inode), and a process's other namespaces as `nsenter --target PID` does (`--type net,mnt,...`).
 //!
 //! Entering a PID namespace changes only the caller's children (setns(2)), so then the command runs as a child
-//! that this process waits for, passing on every signal sent to it ([`supervise`]); otherwise the process
+//! that this process waits for, passing on the signals a supervisor or a person sends ([`supervise`]); otherwise the process
 //! replaces itself with the command, as `ip netns exec` does.
 
 use std::{
@@ -13,7 +13,7 @@ use std::{
         fd::AsFd as _,
         unix::process::{CommandExt as _, ExitStatusExt as _},
     },
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, ExitCode, ExitStatus},
 };
 
@@ -159,6 +159,15 @@ impl Target {
                 Ok(Opened { file: super::netns::open_named(name)?, name: Some(name.clone()), shown: name.clone() })
             }
             Target::Path(path) => {
+                // Checked before opening: opening a FIFO or a device that is no namespace could block or act.
+                if nsfs_inode(path).is_none() {
+                    return Err(if path.exists() {
+                        EnterError::NotNetns { path: path.clone() }
+                    } else {
+                        EnterError::NoPath { path: path.clone() }
+                    }
+                    .into());
+                }
                 let file = File::open(path).map_err(|source| match source.kind() {
                     ErrorKind::NotFound => EnterError::NoPath { path: path.clone() },
                     _ => EnterError::OpenPath { path: path.clone(), source },
@@ -194,22 +203,36 @@ impl Target {
 
 /// `nsenter --target PID` for `kinds` (in [`TYPES`] order), then `argv`: replaces this process with the command,
 /// or, when a PID namespace is entered, runs it as a child and returns its status. Namespaces the process
-/// shares with us are not entered (entering one's own user namespace is refused by the kernel). Must be called
-/// single-threaded (setns(2) of a user or mount namespace requires it).
-pub fn enter_process(pid: u32, kinds: &[&'static str], argv: &[OsString]) -> Result<ExitStatus, ExecError> {
+/// shares with us are not entered (entering one's own user namespace is refused by the kernel). With
+/// `skip_missing` (`--type all`), a type this kernel lacks (time before 5.6) is left out, as `nsenter -a` does.
+/// Must be called single-threaded (setns(2) of a user or mount namespace requires it).
+pub fn enter_process(
+    pid: u32,
+    kinds: &[&'static str],
+    skip_missing: bool,
+    argv: &[OsString],
+) -> Result<ExitStatus, ExecError> {
+    use std::os::unix::fs::MetadataExt as _;
+
+    use nix::{fcntl::OFlag, sys::stat::Mode};
     let (program, args) = argv.split_first().ok_or(ExecError::NoCommand)?;
-    if !Path::new(&format!("/proc/{pid}")).exists() {
-        return Err(EnterError::NoProcess { pid }.into());
-    }
+    // Every namespace file is opened relative to one handle on the process's ns directory: a pid reused
+    // between two opens cannot mix two processes' namespaces (the handle's entries then fail with ESRCH).
+    let dir = File::open(format!("/proc/{pid}/ns")).map_err(|source| match source.raw_os_error() {
+        Some(libc::ENOENT | libc::ESRCH) => EnterError::NoProcess { pid },
+        _ => EnterError::OpenNs { pid, kind: "*", source },
+    })?;
     let mut opened = Vec::new();
     for &(kind, flag) in TYPES.iter().filter(|(kind, _)| kinds.contains(kind)) {
-        let path = format!("/proc/{pid}/ns/{kind}");
-        let file = File::open(&path).map_err(|source| match source.kind() {
-            ErrorKind::NotFound if Path::new(&format!("/proc/{pid}")).exists() => EnterError::NoKind { pid, kind },
-            ErrorKind::NotFound => EnterError::NoProcess { pid },
-            _ => EnterError::OpenNs { pid, kind, source },
-        })?;
-        if nsfs_inode(Path::new(&path)) != nsfs_inode(Path::new(&format!("/proc/self/ns/{kind}"))) {
+        let file = match nix::fcntl::openat(&dir, kind, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()) {
+            Ok(fd) => File::from(fd),
+            Err(Errno::ENOENT) if skip_missing => continue,
+            Err(Errno::ENOENT) => return Err(EnterError::NoKind { pid, kind }.into()),
+            Err(Errno::ESRCH) => return Err(EnterError::NoProcess { pid }.into()),
+            Err(errno) => return Err(EnterError::OpenNs { pid, kind, source: errno.into() }.into()),
+        };
+        let ours = std::fs::metadata(format!("/proc/self/ns/{kind}")).ok().map(|m| m.ino());
+        if file.metadata().ok().map(|m| m.ino()) != ours {
             opened.push((kind, flag, file));
         }
     }
@@ -275,10 +298,25 @@ pub fn supervise(command: &mut Command) -> Result<Finished, Supervised> {
     for signal in FORWARDED.into_iter().chain([Signal::SIGCHLD]) {
         set.add(signal);
     }
-    // The child inherits the mask (std's spawn does not reset it): without this it could not be stopped.
-    // SAFETY: the closure only calls pthread_sigmask, which is async-signal-safe, on a copy of `set`.
+    let parent = std::process::id() as libc::pid_t;
+    // The child inherits the mask (seen here: std's spawn left SIGTERM blocked in it, so it could not be
+    // stopped), and must not outlive a supervisor killed with SIGKILL (which cannot be passed on).
+    // SAFETY: the closure only calls pthread_sigmask, prctl, getppid and _exit, which are async-signal-safe, on
+    // a copy of `set`.
     unsafe {
-        command.pre_exec(move || pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None).map_err(io::Error::from));
+        command.pre_exec(move || {
+            pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None).map_err(io::Error::from)?;
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The supervisor may have died before the prctl: then the child's parent is someone else. In a new
+            // PID namespace the parent lives outside it and getppid() reads 0 (seen here with --type all).
+            let now = libc::getppid();
+            if now != parent && now != 0 {
+                libc::_exit(128 + libc::SIGKILL);
+            }
+            Ok(())
+        });
     }
     // A SIGCHLD ignored by whoever started us would make the kernel reap the child before we see it.
     // SAFETY: resetting a disposition to SIG_DFL installs no handler.

@@ -75,7 +75,8 @@ pub fn set(name: &str, id: Option<i32>) -> Result<i32, NsidError> {
             return match nsid::get_blocking(&mut socket, netns.as_fd()) {
                 Ok(Some(have)) if id.is_none_or(|want| want == have) => Ok(have),
                 Ok(Some(have)) => Err(NsidError::AlreadySet { name: name.to_owned(), id: have }),
-                _ => Err(NsidError::Taken { id: id.unwrap_or(-1) }),
+                Ok(None) => Err(NsidError::Taken { id: id.unwrap_or(-1) }),
+                Err(source) => Err(NsidError::Netlink { request: "RTM_GETNSID", source }),
             };
         }
         Err(source) => return Err(NsidError::Netlink { request: "RTM_NEWNSID", source }),

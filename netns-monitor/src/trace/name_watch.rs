@@ -64,12 +64,14 @@ impl NameWatch {
                 AsyncFd::register_with_interest(mountinfo, Interest::PRIORITY)?,
             )
         };
-        Ok(Self { inotify, mountinfo, known: Self::listing() })
+        Ok(Self { inotify, mountinfo, known: Self::listing().unwrap_or_default() })
     }
 
-    /// The names that lead to a namespace now.
-    fn listing() -> BTreeMap<String, u32> {
-        netns::list().unwrap_or_default().into_iter().filter_map(|(name, inode)| Some((name, inode?))).collect()
+    /// The names that lead to a namespace now; `None` if /run/netns cannot be read (then nothing is known to
+    /// have changed: an empty answer would read as every name deleted).
+    fn listing() -> Option<BTreeMap<String, u32>> {
+        let names = netns::list().ok()?;
+        Some(names.into_iter().filter_map(|(name, inode)| Some((name, inode?))).collect())
     }
 
     /// The names now leading to a namespace, for a first listing.
@@ -96,7 +98,7 @@ impl NameWatch {
                 }
                 ready = self.mountinfo.ready(Interest::PRIORITY) => ready?.clear_ready(),
             }
-            let now = Self::listing();
+            let Some(now) = Self::listing() else { continue };
             let changes = diff(&self.known, &now);
             self.known = now;
             if !changes.is_empty() {

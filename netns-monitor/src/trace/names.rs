@@ -73,6 +73,13 @@ impl Names {
             .as_deref()
     }
 
+    /// Forgets a remembered name: a new namespace has the inode now.
+    pub fn forget_former(&mut self, inode: u32) {
+        if self.former.remove(&inode).is_some() {
+            self.shown.remove(&inode);
+        }
+    }
+
     /// Remembers a name the namespace had, for when nothing names it any more (its destruction follows the
     /// removal of its last name).
     pub fn remember(&mut self, inode: u32, name: &str) {

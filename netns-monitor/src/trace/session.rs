@@ -190,6 +190,7 @@ async fn handle_batch(
     for event in batch.drain(..) {
         if event.kind == EventKind::NetnsCreated {
             let (_, inode) = event.ns(NsType::Net);
+            names.forget_former(inode);
             tracker
                 .track_created(inode, event.net_cookie, event.pid, event.tid, || {
                     Inventory::scan(&ScanOptions { fds: true }).ok()
